@@ -1,0 +1,258 @@
+"""The `onmodel` command line.
+
+This module and `orchestrator.output` are the only places that print. User
+errors (bad spec, unknown id, model not found) exit with code 2 and one line
+on stderr; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from orchestrator.cluster import prepare_environment
+
+prepare_environment()
+
+from orchestrator import output  # noqa: E402
+from orchestrator.app_state import open_backends  # noqa: E402
+from orchestrator.settings import load_settings  # noqa: E402
+from schemas.errors import OnModelError  # noqa: E402
+from schemas.records import RunState  # noqa: E402
+
+app = typer.Typer(
+    name="onmodel",
+    help="Consistent character images at batch scale with FLUX.1 Kontext on Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+runs_app = typer.Typer(help="List, inspect and cancel runs.", no_args_is_help=True)
+assets_app = typer.Typer(help="Query and export cataloged assets.", no_args_is_help=True)
+db_app = typer.Typer(help="Catalog database maintenance.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(assets_app, name="assets")
+app.add_typer(db_app, name="db")
+
+logger = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Turn OnModel's own errors into one line on stderr and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from orchestrator.runner import UserFacingRunError
+
+        try:
+            return func(*args, **kwargs)
+        except (OnModelError, UserFacingRunError) as exc:
+            output.error(str(exc))
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+@user_errors
+def run(
+    spec: Annotated[Path, typer.Argument(help="Storyboard spec, YAML or JSON.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end instead of tables.")] = False,
+    actors: Annotated[int | None, typer.Option(help="Generator actors (default: ONMODEL_ACTORS or 1).", min=1)] = None,
+) -> None:
+    """Generate every frame of a storyboard and catalog the results."""
+    from orchestrator.spec import load_spec
+    from orchestrator.submit import submit
+
+    # Validate everything before touching the catalog or the object store.
+    loaded = load_spec(spec)
+    settings = load_settings()
+    if actors is not None:
+        settings.actors = actors
+    backends = open_backends(settings)
+    run_id = submit(backends.catalog, backends.store, loaded)
+    if not as_json:
+        output.line(run_id)
+    _run_to_end(backends, run_id, as_json)
+
+
+@app.command()
+@user_errors
+def resume(
+    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end.")] = False,
+) -> None:
+    """Continue a run whose driver stopped: accepted frames are kept, the rest requeued."""
+    backends = open_backends()
+    run = backends.catalog.get_run(run_id)
+    if run.state in (RunState.COMPLETED, RunState.CANCELLED):
+        output.error(f"run {run.id} is already {run.state.value}; nothing to resume")
+        raise typer.Exit(2)
+    if not as_json:
+        output.line(run.id)
+    _run_to_end(backends, run.id, as_json)
+
+
+def _run_to_end(backends: Any, run_id: str, as_json: bool) -> None:
+    from orchestrator.runner import Runner
+
+    with output.RunProgress(enabled=not as_json) as progress:
+        runner = Runner(backends.settings, backends.catalog, backends.store, listener=progress)
+        try:
+            summary = runner.run(run_id)
+        finally:
+            runner.shutdown()
+    if as_json:
+        output.json_line(summary.model_dump(mode="json"))
+    else:
+        output.summary_table(summary)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the storyboard spec."""
+    from schemas.storyboard import Storyboard
+
+    output.line(json.dumps(Storyboard.model_json_schema(), indent=2))
+
+
+# Runs
+
+
+@runs_app.command("list")
+@user_errors
+def runs_list(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+) -> None:
+    """List runs, newest first."""
+    backends = open_backends()
+    summaries = [backends.catalog.run_summary(r.id) for r in backends.catalog.list_runs(limit)]
+    if as_json:
+        output.json_line([s.model_dump(mode="json") for s in summaries])
+    else:
+        output.runs_table(summaries)
+
+
+@runs_app.command("show")
+@user_errors
+def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show a run's state and frame counts."""
+    backends = open_backends()
+    summary = backends.catalog.run_summary(backends.catalog.get_run(run_id).id)
+    if as_json:
+        output.json_line(summary.model_dump(mode="json"))
+    else:
+        output.summary_table(summary)
+
+
+@runs_app.command("cancel")
+@user_errors
+def runs_cancel(run_id: str) -> None:
+    """Ask a run to stop: no new frames start, frames in flight finish."""
+    backends = open_backends()
+    run = backends.catalog.get_run(run_id)
+    if run.state in (RunState.COMPLETED, RunState.CANCELLED, RunState.FAILED):
+        output.error(f"run {run.id} is already {run.state.value}")
+        raise typer.Exit(2)
+    backends.catalog.set_run_state(run.id, RunState.CANCELLED)
+    output.line(f"run {run.id} cancelled")
+
+
+# Assets
+
+
+@assets_app.command("list")
+@user_errors
+def assets_list(
+    run: Annotated[str | None, typer.Option("--run", help="Only assets of this run.")] = None,
+    verdict: Annotated[str | None, typer.Option(help="on_model, unscored, needs_review, ...")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int | None, typer.Option(min=1)] = None,
+) -> None:
+    """List cataloged assets with their provenance."""
+    backends = open_backends()
+    run_id = backends.catalog.get_run(run).id if run else None
+    assets = backends.catalog.list_assets(run_id=run_id, verdict=verdict, limit=limit)
+    if as_json:
+        output.json_line([output.asset_json(a, backends.store) for a in assets])
+    else:
+        output.assets_table(assets)
+
+
+@assets_app.command("show")
+@user_errors
+def assets_show(asset_id: str) -> None:
+    """Show one asset with its full provenance as JSON."""
+    backends = open_backends()
+    asset = backends.catalog.get_asset(asset_id)
+    output.line(json.dumps(output.asset_json(asset, backends.store), indent=2))
+
+
+@assets_app.command("export")
+@user_errors
+def assets_export(
+    asset_id: str,
+    dest: Annotated[Path, typer.Argument(help="File or existing folder to write the image to.")],
+) -> None:
+    """Copy an asset's image out of the object store."""
+    backends = open_backends()
+    asset = backends.catalog.get_asset(asset_id)
+    data = backends.store.get(asset.object_key)
+    target = dest / f"{asset.scene_id}_{asset.id[:8]}.png" if dest.is_dir() else dest
+    if not target.parent.is_dir():
+        output.error(f"folder not found: {str(target.parent)!r}; create it first")
+        raise typer.Exit(2)
+    tmp = target.with_name(target.name + ".part")
+    tmp.write_bytes(data)
+    shutil.move(tmp, target)
+    output.line(str(target))
+
+
+# Database
+
+
+@db_app.command("upgrade")
+@user_errors
+def db_upgrade() -> None:
+    """Apply catalog migrations up to the newest schema."""
+    backends = open_backends()
+    output.line(f"catalog at {output.redact_url(backends.settings.catalog_url)} is up to date")
+
+
+def _mount_optional() -> None:
+    try:
+        from orchestrator.identity_cli import app as identity_app
+    except ImportError as exc:  # pragma: no cover - only while the module is missing
+        logger.debug("identity commands unavailable: %s", exc)
+        return
+    app.add_typer(identity_app, name="identity", help="Score images and calibrate thresholds.")
+
+
+_mount_optional()
+
+
+if __name__ == "__main__":
+    app()

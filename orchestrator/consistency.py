@@ -1,0 +1,77 @@
+"""The consistency policy: which frames are accepted, retried or sent to review."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from schemas.records import FrameScore, FrameState, Verdict
+from schemas.storyboard import ScorerName, Storyboard
+
+# Default similarity thresholds per scorer (score = similarity, higher is closer).
+# dlib: 1 - 0.6, the descriptor distance dlib's authors give for "same person",
+# which also separated every same/different pair of our test photos.
+# onnx-face: cosine similarity commonly used as the ArcFace verification cut-off (estimate).
+# embedding: cosine similarity of whole-image embeddings (estimate; calibrate per storyboard).
+DEFAULT_THRESHOLDS: dict[ScorerName, float] = {
+    ScorerName.DLIB: 0.4,
+    ScorerName.ONNX_FACE: 0.35,
+    ScorerName.EMBEDDING: 0.7,
+}
+
+# Verdicts that a new attempt may fix.
+RETRYABLE = frozenset({Verdict.DRIFTED, Verdict.NO_FACE, Verdict.MISSING, Verdict.COPY})
+
+
+class Action(StrEnum):
+    ACCEPT = "accept"
+    RETRY = "retry"
+    REVIEW = "review"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    # The frame's final state when the action ends it.
+    state: FrameState | None = None
+
+
+def thresholds_for(storyboard: Storyboard, characters: list[str], scorer_default: float | None = None) -> dict[str, float]:
+    """Return each character's threshold: its own, else the storyboard's, else the scorer's."""
+    consistency = storyboard.consistency
+    base = consistency.threshold
+    if base is None:
+        base = scorer_default if scorer_default is not None else DEFAULT_THRESHOLDS.get(consistency.scorer, 0.5)
+    result = {}
+    for character_id in characters:
+        own = storyboard.character(character_id).threshold
+        result[character_id] = own if own is not None else base
+    return result
+
+
+def decide(verdict: Verdict, attempt: int, max_attempts: int) -> Decision:
+    """Decide what follows a scored attempt.
+
+    Unscored frames are accepted because another attempt cannot make them
+    scorable; they keep the verdict `unscored` so nobody mistakes them for
+    checked frames.
+    """
+    if verdict in (Verdict.ON_MODEL, Verdict.UNSCORED):
+        return Decision(Action.ACCEPT, FrameState.ACCEPTED)
+    if verdict in RETRYABLE and attempt < max_attempts:
+        return Decision(Action.RETRY)
+    return Decision(Action.REVIEW, FrameState.NEEDS_REVIEW)
+
+
+def rank(score: FrameScore) -> tuple[int, float]:
+    """Sort key for the best attempt: copies last, then by the worst character's score."""
+    order = {
+        Verdict.ON_MODEL: 4,
+        Verdict.DRIFTED: 3,
+        Verdict.MISSING: 2,
+        Verdict.NO_FACE: 1,
+        Verdict.UNSCORED: 1,
+        Verdict.COPY: 0,
+    }
+    value = score.score
+    return order[score.verdict], value if value is not None else -1.0

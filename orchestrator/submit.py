@@ -1,0 +1,72 @@
+"""Turn a loaded spec into a run in the catalog, and load a run back for running."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.planner import plan
+from orchestrator.spec import LoadedSpec
+from schemas.catalog import RunRow
+from schemas.records import ReferenceImage
+from schemas.storyboard import Storyboard
+from storage.catalog import Catalog
+from storage.objects import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a driver needs to run a run, all read from the catalog and object store."""
+
+    run: RunRow
+    storyboard: Storyboard
+    references: dict[str, list[ReferenceImage]]
+    style: ReferenceImage | None
+
+
+def submit(catalog: Catalog, store: ObjectStore, loaded: LoadedSpec) -> str:
+    """Store references, the storyboard and the planned frames; return the new run id.
+
+    The reference images go to the object store first, so a run row never
+    points at an object that is missing, and so a run can be resumed or
+    served from any machine without the spec's folder.
+    """
+    references: dict[str, list[dict[str, str]]] = {}
+    for character_id, images in loaded.references.items():
+        references[character_id] = [
+            {"sha256": image.sha256, "key": store.put(image.png)} for image in images
+        ]
+    style = None
+    if loaded.style is not None:
+        style = {"sha256": loaded.style.sha256, "key": store.put(loaded.style.png)}
+
+    spec = loaded.storyboard.model_dump(mode="json")
+    storyboard_id = catalog.put_storyboard(loaded.storyboard.name, spec, loaded.sha256)
+    options: dict[str, Any] = {"references": references, "style": style, "spec_sha256": loaded.sha256}
+    run_id = catalog.create_run(
+        storyboard_id, plan(loaded.storyboard, loaded.sha256, storyboard_id), options
+    )
+    logger.info("run=%s submitted for storyboard %r", run_id, loaded.storyboard.name)
+    return run_id
+
+
+def load_context(catalog: Catalog, store: ObjectStore, run_id: str) -> RunContext:
+    run = catalog.get_run(run_id)
+    row = catalog.get_storyboard(run.storyboard_id)
+    storyboard = Storyboard.model_validate(row.spec)
+    references = {
+        character_id: [
+            ReferenceImage(sha256=item["sha256"], png=store.get(item["key"])) for item in items
+        ]
+        for character_id, items in run.options.get("references", {}).items()
+    }
+    style_item = run.options.get("style")
+    style = (
+        ReferenceImage(sha256=style_item["sha256"], png=store.get(style_item["key"]))
+        if style_item
+        else None
+    )
+    return RunContext(run=run, storyboard=storyboard, references=references, style=style)

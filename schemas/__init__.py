@@ -1,0 +1,63 @@
+"""Contracts shared by OnModel's packages: pydantic models only, no I/O."""
+
+from schemas.errors import (
+    BackendLoadError,
+    GenerationError,
+    ModerationError,
+    NotFoundError,
+    OnModelError,
+    SpecError,
+    StorageError,
+)
+from schemas.records import (
+    AttemptState,
+    CharacterScore,
+    FrameScore,
+    FrameState,
+    FrameTask,
+    GenerationRequest,
+    GenerationResult,
+    ReferenceImage,
+    RunState,
+    RunSummary,
+    Verdict,
+)
+from schemas.storyboard import (
+    Backend,
+    Character,
+    Consistency,
+    Defaults,
+    Scene,
+    ScorerName,
+    Storyboard,
+    Style,
+)
+
+__all__ = [
+    "AttemptState",
+    "Backend",
+    "BackendLoadError",
+    "Character",
+    "CharacterScore",
+    "Consistency",
+    "Defaults",
+    "FrameScore",
+    "FrameState",
+    "FrameTask",
+    "GenerationError",
+    "GenerationRequest",
+    "GenerationResult",
+    "ModerationError",
+    "NotFoundError",
+    "OnModelError",
+    "ReferenceImage",
+    "RunState",
+    "RunSummary",
+    "Scene",
+    "ScorerName",
+    "SpecError",
+    "StorageError",
+    "Storyboard",
+    "Style",
+    "Verdict",
+]
