@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from PIL import Image  # noqa: E402
 
 from actors.identity import IdentityWorker, copy_guard  # noqa: E402
+from actors.identity.backend import FaceBackend  # noqa: E402
 from actors.identity.images import decode_rgb  # noqa: E402
 from schemas.records import ReferenceImage  # noqa: E402
 
@@ -79,6 +80,8 @@ def main() -> None:
     worker = IdentityWorker("dlib")
     load_seconds = time.perf_counter() - started
     backend = worker.backend
+    if not isinstance(backend, FaceBackend):
+        raise TypeError(f"expected a face backend, got {type(backend).__name__}")
     characters = {"subject": [reference]}
     worker.score(frame_png, characters, {})  # warm-up, and caches the reference
 
@@ -109,7 +112,7 @@ def main() -> None:
         print(f"  {name:13s} {seconds:7.3f} s")
     verdict = "within" if total <= TARGET_SECONDS else "over"
     print(f"  total score() {total:7.3f} s ({verdict} the {TARGET_SECONDS} s target)")
-    print(f"  verdict {result.verdict.value}, score {result.score}")
+    print(f"  verdict {result.verdict.value}, score {result.score:.3f}")
 
 
 if __name__ == "__main__":

@@ -242,16 +242,23 @@ def db_upgrade() -> None:
     output.line(f"catalog at {output.redact_url(backends.settings.catalog_url)} is up to date")
 
 
-def _mount_optional() -> None:
-    try:
-        from orchestrator.identity_cli import app as identity_app
-    except ImportError as exc:  # pragma: no cover - only while the module is missing
-        logger.debug("identity commands unavailable: %s", exc)
-        return
-    app.add_typer(identity_app, name="identity", help="Score images and calibrate thresholds.")
+# Feature modules that add their own commands: each defines `register(app)`.
+COMMAND_MODULES = ("orchestrator.identity_cli",)
 
 
-_mount_optional()
+def _register_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(name)
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+        else:
+            app.add_typer(module.app, name=name.rsplit(".", 1)[-1].removesuffix("_cli"))
+
+
+_register_commands()
 
 
 if __name__ == "__main__":

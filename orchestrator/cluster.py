@@ -62,6 +62,11 @@ def gpus_per_actor(settings: Settings) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
+def pool_size(settings: Settings, backend: str) -> int:
+    """Return how many generator actors to start for a backend."""
+    return settings.actors
+
+
 def actor_options(settings: Settings, num_gpus: float) -> dict[str, Any]:
     return {
         "num_cpus": settings.cpus_per_actor,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from actors.compose import bind_prompt, compose_canvas
-from orchestrator.cluster import actor_options, ensure_ray, gpus_per_actor
+from orchestrator.cluster import actor_options, ensure_ray, gpus_per_actor, pool_size
 from orchestrator.consistency import DEFAULT_THRESHOLDS, Action, decide, rank, thresholds_for
 from orchestrator.planner import attempt_seed
 from orchestrator.settings import Settings
@@ -167,7 +167,7 @@ class Runner:
         num_gpus = 0.0 if backend == Backend.TINY else gpus_per_actor(self.settings)
         remote = ray.remote(cls).options(**actor_options(self.settings, num_gpus))
         options = {"torch_threads": self.settings.torch_threads}
-        pool = [remote.remote(backend, model, options) for _ in range(self.settings.actors)]
+        pool = [remote.remote(backend, model, options) for _ in range(pool_size(self.settings, backend))]
         try:
             infos = ray.get([actor.info.remote() for actor in pool])
         except ray.exceptions.RayActorError as exc:
@@ -365,6 +365,9 @@ class _RunLoop:
         return prompt
 
     def _conditioning(self, row: FrameRow) -> bytes | None:
+        source = self._source_asset(row)
+        if source is not None:
+            return self.store.get(self.catalog.get_asset(source).object_key)
         if row.parent_key:
             parent = self.frames[row.parent_key]
             assert parent.object_key is not None, "a child frame is only dispatched after its parent"
@@ -374,6 +377,11 @@ class _RunLoop:
         if not references and style is None:
             return None
         return compose_canvas(references, row.width, row.height, style)
+
+    def _source_asset(self, row: FrameRow) -> str | None:
+        """Return the cataloged asset a frame edits, for runs made by `onmodel edit`."""
+        sources: dict[str, str] = self.context.run.options.get("sources", {})
+        return sources.get(row.key)
 
     # Results
 
@@ -483,7 +491,7 @@ class _RunLoop:
         hashes = {c: [image.sha256 for image in self.context.references[c]] for c in row.characters}
         if self.context.style is not None:
             hashes["style"] = [self.context.style.sha256]
-        parent_asset = self.frames[row.parent_key].asset_id if row.parent_key else None
+        parent_asset = self.frames[row.parent_key].asset_id if row.parent_key else self._source_asset(row)
         frame.asset_id = self.catalog.accept_frame(self.run_id, row.key, attempt_id, state, hashes, parent_asset)
         frame.object_key = self.catalog.get_asset(frame.asset_id).object_key
         frame.state = state

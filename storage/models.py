@@ -231,3 +231,9 @@ class AssetCharacter(Base):
     score: Mapped[float | None] = mapped_column(Float)
 
     asset: Mapped[Asset] = relationship(back_populates="characters", lazy="raise")
+
+
+# Review marks: tags, ratings and comments on assets.
+
+
+# Schedules: stored storyboards fired by cron expressions.

@@ -37,7 +37,7 @@ class CharacterMatch:
         return CharacterScore(
             character_id=self.expected.character_id,
             verdict=self.verdict,
-            score=None if self.score is None else round(self.score, 4),
+            score=self.score,
             threshold=self.expected.threshold,
             box=None if self.subject is None else self.subject.box,
             detail="; ".join(self.details),

@@ -94,11 +94,15 @@ class IdentityWorker:
             )
 
         # 1. References: embedded on first use, then served from the gallery.
+        # Thresholds are checked first so that a bad value fails before any work.
+        limits = {
+            character_id: self._threshold(character_id, thresholds) for character_id in characters
+        }
         expected = [
             ExpectedCharacter(
                 character_id=character_id,
                 references=[self.gallery.entry(reference) for reference in references],
-                threshold=self._threshold(character_id, thresholds),
+                threshold=limits[character_id],
             )
             for character_id, references in characters.items()
         ]
