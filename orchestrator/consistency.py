@@ -8,16 +8,9 @@ from enum import StrEnum
 from schemas.records import FrameScore, FrameState, Verdict
 from schemas.storyboard import ScorerName, Storyboard
 
-# Default similarity thresholds per scorer (score = similarity, higher is closer).
-# dlib: 1 - 0.6, the descriptor distance dlib's authors give for "same person",
-# which also separated every same/different pair of our test photos.
-# onnx-face: cosine similarity commonly used as the ArcFace verification cut-off (estimate).
-# embedding: cosine similarity of whole-image embeddings (estimate; calibrate per storyboard).
-DEFAULT_THRESHOLDS: dict[ScorerName, float] = {
-    ScorerName.DLIB: 0.4,
-    ScorerName.ONNX_FACE: 0.35,
-    ScorerName.EMBEDDING: 0.7,
-}
+# Kept only for callers that still pass a default; the scorer backends own the
+# real defaults. NOTE: remove once no caller imports it.
+DEFAULT_THRESHOLDS: dict[ScorerName, float] = {}
 
 # Verdicts that a new attempt may fix.
 RETRYABLE = frozenset({Verdict.DRIFTED, Verdict.NO_FACE, Verdict.MISSING, Verdict.COPY})
@@ -36,16 +29,25 @@ class Decision:
     state: FrameState | None = None
 
 
-def thresholds_for(storyboard: Storyboard, characters: list[str], scorer_default: float | None = None) -> dict[str, float]:
-    """Return each character's threshold: its own, else the storyboard's, else the scorer's."""
-    consistency = storyboard.consistency
-    base = consistency.threshold
+def thresholds_for(
+    storyboard: Storyboard, characters: list[str], scorer_default: float | None = None
+) -> dict[str, float]:
+    """Return the thresholds the storyboard sets for these characters.
+
+    A character's own threshold wins over the storyboard's. Characters with
+    neither are left out, so the scorer applies its backend's default, which
+    lives with the backend (`actors.identity`); `scorer_default` fills them
+    in when the caller wants every character listed.
+    """
+    base = storyboard.consistency.threshold
     if base is None:
-        base = scorer_default if scorer_default is not None else DEFAULT_THRESHOLDS.get(consistency.scorer, 0.5)
+        base = scorer_default
     result = {}
     for character_id in characters:
         own = storyboard.character(character_id).threshold
-        result[character_id] = own if own is not None else base
+        chosen = own if own is not None else base
+        if chosen is not None:
+            result[character_id] = chosen
     return result
 
 
