@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from actors.backends import GeneratorBackend, load_backend
+from actors.backends.options import FAST_PATH_DEFAULTS, PIPELINE_BACKENDS
 from schemas.errors import BackendLoadError
 from schemas.records import GenerationRequest, GenerationResult
 
@@ -37,15 +38,22 @@ class GeneratorWorker:
 
         options: `torch_threads` (int >= 1, CPU threads of torch in this
         process), `device` ("cpu", "cuda", "cuda:N", or None for CUDA when
-        present, else the CPU). Raises BackendLoadError with one message
-        naming the model when the backend, device or model cannot load, and
-        ValueError for an unknown option or an invalid torch_threads.
+        present, else the CPU), and the speed options of the pipeline
+        backends (`compile`, `compile_backend`, `warmup_sizes`, `fp8`,
+        `first_block_cache`, `vae_tiling_min_side`, `cpu_offload`,
+        `cache_reference_latents`, `cache_prompt_embeds`; see
+        `actors.backends.options.FastPathOptions`). Backends without a local
+        pipeline get no speed options. Raises BackendLoadError with one
+        message naming the model when the backend, device or model cannot
+        load, and ValueError for an unknown or invalid option.
         """
         _quiet_library_logs()
         backend_options = dict(options or {})
         torch_threads = backend_options.pop("torch_threads", None)
         if torch_threads is not None:
             _set_torch_threads(torch_threads)
+        if backend not in PIPELINE_BACKENDS:
+            _drop_speed_options(backend, backend_options)
 
         started = time.perf_counter()
         try:
@@ -104,6 +112,14 @@ class GeneratorWorker:
         )
         return result
 
+    def stats(self) -> dict[str, Any]:
+        """Return the backend's counters (frames, cache hits and misses, compiled graphs).
+
+        Empty for backends that keep no counters.
+        """
+        stats = getattr(self._backend, "stats", None)
+        return dict(stats()) if callable(stats) else {}
+
     def info(self) -> dict[str, Any]:
         """Return pid, node (hostname), device, backend and model, for logs and crash tests."""
         return {
@@ -113,6 +129,20 @@ class GeneratorWorker:
             "backend": self._backend.name,
             "model": self._backend.model,
         }
+
+
+def _drop_speed_options(backend: str, options: dict[str, Any]) -> None:
+    """Remove the pipeline speed options, which the runner sends to every backend.
+
+    A value other than the default is logged at debug level, so a setting
+    that does nothing for this backend can be traced.
+    """
+    for name, default in FAST_PATH_DEFAULTS.items():
+        if name not in options:
+            continue
+        value = options.pop(name)
+        if value != default:
+            logger.debug("backend %s has no local pipeline; ignoring options.%s=%r", backend, name, value)
 
 
 def _quiet_library_logs() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,10 +35,8 @@ app = typer.Typer(
     add_completion=False,
 )
 runs_app = typer.Typer(help="List, inspect and cancel runs.", no_args_is_help=True)
-assets_app = typer.Typer(help="Query and export cataloged assets.", no_args_is_help=True)
 db_app = typer.Typer(help="Catalog database maintenance.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
-app.add_typer(assets_app, name="assets")
 app.add_typer(db_app, name="db")
 
 logger = logging.getLogger(__name__)
@@ -101,19 +98,36 @@ def run(
 def resume(
     run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Take the run over from a driver on another host, which this command cannot "
+            "check; use it only when that driver is gone.",
+        ),
+    ] = False,
 ) -> None:
-    """Continue a run whose driver stopped: accepted frames are kept, the rest requeued."""
+    """Continue a run whose driver stopped: accepted frames are kept, the rest requeued.
+
+    A run whose driver is still alive on this host is refused; wait for it,
+    or cancel it with `onmodel runs cancel`.
+    """
+    from orchestrator.recovery import take_over
+
     backends = open_backends()
     run = backends.catalog.get_run(run_id)
     if run.state in (RunState.COMPLETED, RunState.CANCELLED):
         output.error(f"run {run.id} is already {run.state.value}; nothing to resume")
         raise typer.Exit(2)
+    if force:
+        run = take_over(backends.catalog, run.id)
     if not as_json:
         output.line(run.id)
     _run_to_end(backends, run.id, as_json)
 
 
 def _run_to_end(backends: Any, run_id: str, as_json: bool) -> None:
+    from orchestrator.report_cli import print_report_paths, report_json, write_run_report
     from orchestrator.runner import Runner
 
     with output.RunProgress(enabled=not as_json) as progress:
@@ -122,10 +136,17 @@ def _run_to_end(backends: Any, run_id: str, as_json: bool) -> None:
             summary = runner.run(run_id)
         finally:
             runner.shutdown()
+    # A report that cannot be written is printed as an error but keeps the run's exit code.
+    report = write_run_report(backends, run_id)
     if as_json:
-        output.json_line(summary.model_dump(mode="json"))
+        data = summary.model_dump(mode="json")
+        if report is not None:
+            data["report"] = report_json(report)
+        output.json_line(data)
     else:
         output.summary_table(summary)
+        if report is not None:
+            print_report_paths(report)
     if summary.failed:
         raise typer.Exit(1)
 
@@ -170,65 +191,26 @@ def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
 
 @runs_app.command("cancel")
 @user_errors
-def runs_cancel(run_id: str) -> None:
-    """Ask a run to stop: no new frames start, frames in flight finish."""
+def runs_cancel(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")]) -> None:
+    """Stop a run: no new frames start, frames in flight finish, the run ends cancelled.
+
+    A live driver notices within about a second and stops once its frames in
+    flight are done. A run with no live driver is ended at once.
+    """
+    from orchestrator.recovery import cancel_run
+
     backends = open_backends()
-    run = backends.catalog.get_run(run_id)
-    if run.state in (RunState.COMPLETED, RunState.CANCELLED, RunState.FAILED):
-        output.error(f"run {run.id} is already {run.state.value}")
-        raise typer.Exit(2)
-    backends.catalog.set_run_state(run.id, RunState.CANCELLED)
-    output.line(f"run {run.id} cancelled")
-
-
-# Assets
-
-
-@assets_app.command("list")
-@user_errors
-def assets_list(
-    run: Annotated[str | None, typer.Option("--run", help="Only assets of this run.")] = None,
-    verdict: Annotated[str | None, typer.Option(help="on_model, unscored, needs_review, ...")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-    limit: Annotated[int | None, typer.Option(min=1)] = None,
-) -> None:
-    """List cataloged assets with their provenance."""
-    backends = open_backends()
-    run_id = backends.catalog.get_run(run).id if run else None
-    assets = backends.catalog.list_assets(run_id=run_id, verdict=verdict, limit=limit)
-    if as_json:
-        output.json_line([output.asset_json(a, backends.store) for a in assets])
+    outcome = cancel_run(backends.catalog, run_id)
+    if outcome.driver_notified:
+        output.line(
+            f"run {outcome.run_id} cancelled; its driver {outcome.driver} finishes the frames "
+            "in flight, then stops"
+        )
     else:
-        output.assets_table(assets)
-
-
-@assets_app.command("show")
-@user_errors
-def assets_show(asset_id: str) -> None:
-    """Show one asset with its full provenance as JSON."""
-    backends = open_backends()
-    asset = backends.catalog.get_asset(asset_id)
-    output.line(json.dumps(output.asset_json(asset, backends.store), indent=2))
-
-
-@assets_app.command("export")
-@user_errors
-def assets_export(
-    asset_id: str,
-    dest: Annotated[Path, typer.Argument(help="File or existing folder to write the image to.")],
-) -> None:
-    """Copy an asset's image out of the object store."""
-    backends = open_backends()
-    asset = backends.catalog.get_asset(asset_id)
-    data = backends.store.get(asset.object_key)
-    target = dest / f"{asset.scene_id}_{asset.id[:8]}.png" if dest.is_dir() else dest
-    if not target.parent.is_dir():
-        output.error(f"folder not found: {str(target.parent)!r}; create it first")
-        raise typer.Exit(2)
-    tmp = target.with_name(target.name + ".part")
-    tmp.write_bytes(data)
-    shutil.move(tmp, target)
-    output.line(str(target))
+        output.line(
+            f"run {outcome.run_id} cancelled; {outcome.frames_cancelled} unfinished frames "
+            "marked cancelled"
+        )
 
 
 # Database
@@ -243,7 +225,16 @@ def db_upgrade() -> None:
 
 
 # Feature modules that add their own commands: each defines `register(app)`.
-COMMAND_MODULES = ("orchestrator.identity_cli",)
+COMMAND_MODULES = (
+    "orchestrator.identity_cli",
+    "orchestrator.report_cli",
+    "orchestrator.schedule_cli",
+    "orchestrator.assets_cli",
+    "orchestrator.service.command",
+    "orchestrator.gc_cli",
+    # After assets_cli: it adds `lineage` to the `assets` group when that group exists.
+    "orchestrator.edit_cli",
+)
 
 
 def _register_commands() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.settings import Settings
+from schemas.errors import BackendLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +63,63 @@ def gpus_per_actor(settings: Settings) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def pool_size(settings: Settings, backend: str) -> int:
-    """Return how many generator actors to start for a backend."""
+# Backends whose actors only wait on a hosted API: no GPU and a sliver of a CPU.
+HOSTED_BACKENDS = frozenset({"bfl"})
+
+
+def pool_size(settings: Settings, backend: str, model: str = "") -> int:
+    """Return how many generator actors to start for a backend and model.
+
+    A hosted backend gets one actor per request it may have in flight, so
+    the pool size is the per-model cap on concurrent provider tasks.
+    """
+    if backend == "bfl":
+        if model == "flux-kontext-max":
+            return settings.bfl_max_in_flight
+        return settings.bfl_pro_in_flight
     return settings.actors
+
+
+def generator_actor_options(settings: Settings, backend: str) -> dict[str, Any]:
+    """Return the Ray options of a generator actor for `backend`."""
+    if backend in HOSTED_BACKENDS:
+        options = actor_options(settings, 0.0)
+        options["num_cpus"] = settings.bfl_cpus_per_actor
+        return options
+    num_gpus = 0.0 if backend == "tiny" else gpus_per_actor(settings)
+    return actor_options(settings, num_gpus)
+
+
+def generator_worker_options(settings: Settings, backend: str) -> dict[str, Any]:
+    """Return the options a generator worker is constructed with.
+
+    For `bfl` they contain the API key. Ray passes them to the actor's
+    constructor; no caller may log them or store them in the catalog.
+    Raises BackendLoadError when the key is not set.
+    """
+    if backend != "bfl":
+        return {
+            "torch_threads": settings.torch_threads,
+            "compile": settings.gen_compile,
+            "warmup_sizes": settings.gen_warmup_sizes,
+            "fp8": settings.gen_fp8,
+            "first_block_cache": settings.gen_first_block_cache,
+            "vae_tiling_min_side": settings.gen_vae_tiling_min_side,
+            "cpu_offload": settings.gen_cpu_offload,
+            "cache_reference_latents": settings.gen_cache_reference_latents,
+            "cache_prompt_embeds": settings.gen_cache_prompt_embeds,
+        }
+    if settings.bfl_api_key is None or not settings.bfl_api_key.get_secret_value().strip():
+        raise BackendLoadError(
+            "the bfl backend needs an API key; set ONMODEL_BFL_API_KEY to your BFL API key"
+        )
+    return {
+        "api_key": settings.bfl_api_key.get_secret_value(),
+        "base_url": settings.bfl_base_url,
+        "poll_interval_s": settings.bfl_poll_interval_s,
+        "timeout_s": settings.bfl_timeout_s,
+        "http_timeout_s": settings.bfl_http_timeout_s,
+    }
 
 
 def actor_options(settings: Settings, num_gpus: float) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -83,16 +83,28 @@ def _spec_error_from_validation(error: ValidationError) -> SpecError:
             path, message = message.split(": ", 1)
             return SpecError(path, value, message)
     if first["type"] == "extra_forbidden":
-        return SpecError(path, value, f"unknown field {_short(path.split('.')[-1])}; remove it or check its spelling")
+        return SpecError(
+            path,
+            value,
+            f"unknown field {_short(path.split('.')[-1])}; remove it or check its spelling",
+        )
     if first["type"] == "missing":
         return SpecError(path, None, "missing required field")
+    if first["type"] == "string_too_long" and isinstance(value, str):
+        limit = first.get("ctx", {}).get("max_length")
+        return SpecError(
+            path,
+            value,
+            f"is {len(value)} characters long, more than the limit of {limit}; shorten it, "
+            f"got {_short(value)}",
+        )
     return SpecError(path, value, f"{message}, got {_short(value)}")
 
 
 class _BoundedLoader(yaml.SafeLoader):
     """A safe YAML loader that rejects documents nested deeper than MAX_DEPTH."""
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         depth = getattr(self, "_depth", 0)
         if depth > MAX_DEPTH:
             raise SpecError("", None, f"document is nested deeper than {MAX_DEPTH} levels")
@@ -127,24 +139,30 @@ def _count_nodes(document: object) -> None:
 def parse_document(text: str, *, is_json: bool = False) -> dict[str, Any]:
     """Parse spec text into plain data; raise SpecError on anything malformed."""
     try:
-        if is_json:
-            document = json.loads(text)
-        else:
-            document = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+        # _BoundedLoader is a SafeLoader subclass.
+        document = json.loads(text) if is_json else yaml.load(text, Loader=_BoundedLoader)  # noqa: S506
     except SpecError:
         raise
     except json.JSONDecodeError as exc:
-        raise SpecError("", None, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise SpecError(
+            "", None, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError("", None, f"malformed YAML{where}: {problem}") from None
+    except ValueError as exc:
+        # Both parsers turn number literals into Python ints, which refuse
+        # more than sys.get_int_max_str_digits() (4300 by default) digits.
+        raise SpecError("", None, f"invalid value in the document: {exc}") from None
     except RecursionError:
         raise SpecError("", None, f"document is nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(document, dict):
         kind = type(document).__name__ if document is not None else "an empty document"
-        raise SpecError("", None, f"a storyboard must be a mapping with name, characters and scenes, got {kind}")
+        raise SpecError(
+            "", None, f"a storyboard must be a mapping with name, characters and scenes, got {kind}"
+        )
     _count_nodes(document)
     return document
 
@@ -184,7 +202,9 @@ def _resolve_reference(base: Path, raw: str, where: str) -> Path:
         raise SpecError(where, raw, f"reference {raw!r} is {kind}; give an image file")
     if info.st_size > MAX_REFERENCE_BYTES:
         raise SpecError(
-            where, raw, f"reference {raw!r} is {info.st_size} bytes, more than {MAX_REFERENCE_BYTES}"
+            where,
+            raw,
+            f"reference {raw!r} is {info.st_size} bytes, more than {MAX_REFERENCE_BYTES}",
         )
     return resolved
 
@@ -201,7 +221,7 @@ def decode_image(data: bytes, where: str, label: str) -> tuple[bytes, list[str]]
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat both as errors.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             if getattr(image, "n_frames", 1) > 1:
                 notes.append(f"{where}: {label} is animated; using its first frame")
             image.seek(0)
@@ -230,8 +250,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16- and 32-bit greyscale: scale to 8 bits instead of clipping at 255.
         wide = image.convert("I")
-        low, high = wide.getextrema()  # type: ignore[misc]
-        span = max(int(high) - int(low), 1)
+        # A single-band image has (min, max) extrema.
+        low, high = cast(tuple[int, int], wide.getextrema())
+        span = max(high - low, 1)
         return wide.point(lambda v: (v - low) * 255 / span).convert("L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent areas become white, the usual background of a reference sheet.
@@ -241,9 +262,31 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _read_reference(path: Path, raw: str, where: str) -> bytes:
+    """Read a checked reference file without following a link or blocking on a FIFO.
+
+    The file is checked again through its open descriptor, so a file that
+    was swapped for a link, device or FIFO after `_resolve_reference` is
+    rejected unread.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise SpecError(where, raw, f"cannot read reference {raw!r}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_REFERENCE_BYTES:
+            raise SpecError(where, raw, f"reference {raw!r} changed while it was read; try again")
+        data = handle.read(MAX_REFERENCE_BYTES + 1)
+    if len(data) > MAX_REFERENCE_BYTES:
+        raise SpecError(where, raw, f"reference {raw!r} is more than {MAX_REFERENCE_BYTES} bytes")
+    return data
+
+
 def _load_reference(base: Path, raw: str, where: str) -> tuple[ReferenceImage, list[str]]:
     path = _resolve_reference(base, raw, where)
-    data = path.read_bytes()
+    data = _read_reference(path, raw, where)
     png, notes = decode_image(data, where, raw)
     return ReferenceImage(sha256=hashlib.sha256(data).hexdigest(), png=png), notes
 
@@ -269,7 +312,9 @@ def load_references(
 
 
 def spec_hash(
-    storyboard: Storyboard, references: dict[str, list[ReferenceImage]], style: ReferenceImage | None
+    storyboard: Storyboard,
+    references: dict[str, list[ReferenceImage]],
+    style: ReferenceImage | None,
 ) -> str:
     digest = hashlib.sha256()
     digest.update(storyboard.model_dump_json().encode())
@@ -312,9 +357,12 @@ def load_spec(path: str | Path) -> LoadedSpec:
         raise SpecError("", label, f"spec file is {info.st_size} bytes, more than {MAX_SPEC_BYTES}")
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        # utf-8-sig drops the byte order mark that some Windows editors write.
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SpecError("", label, f"spec file is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        raise SpecError(
+            "", label, f"spec file is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     loaded = load_spec_text(text, path.resolve().parent, is_json=path.suffix.lower() == ".json")
     return LoadedSpec(
         storyboard=loaded.storyboard,

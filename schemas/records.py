@@ -139,6 +139,9 @@ class FrameScore(_Record):
     faces_found: int = 0
     seconds: float = 0.0
     detail: str = ""
+    # Cosine similarity of the whole frame to the style reference, in [0, 1].
+    # None when no style image is set or the scorer cannot measure it.
+    style_similarity: float | None = None
 
     @property
     def score(self) -> float | None:

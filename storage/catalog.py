@@ -34,11 +34,22 @@ from schemas.records import (
     RunSummary,
     Verdict,
 )
-from storage import migrate
+from storage import migrate, queries
 from storage.engine import READ_ONLY, SQLITE_BUSY_TIMEOUT_MS, create_catalog_engine
 from storage.errors import AmbiguousIdError, DuplicateRowError
-from storage.models import Asset, AssetCharacter, Attempt, Frame, Run, Storyboard, utcnow
+from storage.models import (
+    Asset,
+    AssetCharacter,
+    Attempt,
+    Frame,
+    ReviewMark,
+    Run,
+    Storyboard,
+    utcnow,
+)
 from storage.objects import check_key
+from storage.queries import DEFAULT_PAGE_SIZE, DEFAULT_SORT, AssetFilters, AssetPage
+from storage.reviews import MarkKind, ReviewMarkRow, check_mark, review_mark_row
 from storage.rows import (
     asset_row,
     attempt_row,
@@ -794,3 +805,276 @@ class Catalog:
                 )
             )
             return {key for key in keys if key is not None}
+
+    # Runs planned in batches, for plans too large to hold in memory
+
+    # Frames per INSERT statement when a plan is streamed in. A batch of
+    # planned frames takes about 1 MB of memory.
+    FRAME_INSERT_BATCH = 1000
+
+    def create_run_batched(
+        self, storyboard_id: str, frames: Iterable[FrameTask], options: dict[str, Any]
+    ) -> str:
+        """Insert a pending run and its frames in one transaction, consuming `frames` lazily.
+
+        Behaves as `create_run`, but holds at most `FRAME_INSERT_BATCH`
+        planned frames and the set of frame keys in memory.
+        """
+        with self._session(write=True) as session:
+            run_id, count = self.add_run(session, storyboard_id, frames, options)
+        logger.info("run %s created for storyboard %s with %d frames", run_id, storyboard_id, count)
+        return run_id
+
+    def add_run(
+        self,
+        session: Session,
+        storyboard_id: str,
+        frames: Iterable[FrameTask],
+        options: dict[str, Any],
+    ) -> tuple[str, int]:
+        """Add a pending run and its frames to an open write session; return (run id, frames).
+
+        The caller commits. Storage code that must commit other rows in the
+        same transaction as the run, such as a schedule's fire, uses this.
+        """
+        options_json = dump_json(options, "options")
+        if session.get(Storyboard, storyboard_id) is None:
+            raise NotFoundError(
+                f"storyboard {storyboard_id!r} not found; store the spec with put_storyboard first"
+            )
+        run_id = _new_id()
+        run = Run(
+            id=run_id,
+            storyboard_id=storyboard_id,
+            state=RunState.PENDING.value,
+            options_json=options_json,
+            frames_total=0,
+        )
+        session.add(run)
+        session.flush()
+
+        seen: set[str] = set()
+        batch: list[dict[str, Any]] = []
+        for position, task in enumerate(frames):
+            self._check_streamed_task(storyboard_id, position, task, seen)
+            batch.append(self._frame_values(run_id, position, task))
+            if len(batch) >= self.FRAME_INSERT_BATCH:
+                session.execute(insert(Frame), batch)
+                batch = []
+        if batch:
+            session.execute(insert(Frame), batch)
+        run.frames_total = len(seen)
+        return run_id, len(seen)
+
+    @staticmethod
+    def _check_streamed_task(
+        storyboard_id: str, index: int, task: FrameTask, seen: set[str]
+    ) -> None:
+        if task.key in seen:
+            raise ValueError(
+                f"frames[{index}].key: duplicate frame key {task.key!r}; every frame of a run "
+                "needs its own key"
+            )
+        seen.add(task.key)
+        if task.storyboard_id != storyboard_id:
+            raise ValueError(
+                f"frames[{index}].storyboard_id: {task.storyboard_id!r} differs from the run's "
+                f"storyboard {storyboard_id!r}; plan the frames from the same storyboard"
+            )
+        if not 0 <= task.seed <= MAX_SEED:
+            raise ValueError(f"frames[{index}].seed: {task.seed} is outside 0..{MAX_SEED}")
+
+    # Asset queries and review marks
+
+    def query_assets(
+        self,
+        filters: AssetFilters | None = None,
+        *,
+        sort: str = DEFAULT_SORT,
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> AssetPage:
+        """Return one page of the assets that match `filters`, in `sort` order.
+
+        Raises InvalidQueryError for an unknown sort key, a page size outside
+        1..MAX_PAGE_SIZE, or a cursor that is not the next_cursor of the same
+        filters and sort.
+        """
+        filters = filters or AssetFilters()
+        order = queries.parse_sort(sort)
+        queries.check_page_size(limit)
+        after = queries.decode_page_cursor(cursor, order, filters) if cursor else None
+        with self._session(write=False) as session:
+            # One row more than the page tells whether another page follows.
+            positions = queries.fetch_page_keys(session, filters, order, after, limit + 1)
+            page = positions[:limit]
+            rows: dict[str, AssetRow] = {}
+            if page:
+                query = self._asset_query().where(Asset.id.in_([p.asset_id for p in page]))
+                rows = {row[0].id: self._asset_row(row) for row in session.execute(query)}
+        next_cursor = None
+        if len(positions) > limit:
+            next_cursor = queries.encode_page_cursor(order, filters, page[-1])
+        return AssetPage(
+            items=[rows[p.asset_id] for p in page],
+            next_cursor=next_cursor,
+            sort=order.text,
+            limit=limit,
+        )
+
+    def add_review_mark(self, asset_id: str, kind: str, value: str, author: str) -> ReviewMarkRow:
+        """Add a tag, rating or comment to an asset (full id or unique prefix).
+
+        A tag the asset already has is not added again: the existing mark is
+        returned. Raises InvalidMarkError for an invalid kind, value or author.
+        """
+        mark_kind, value, author = check_mark(kind, value, author)
+        with self._session(write=True) as session:
+            full_id = self._resolve_id(session, "asset", Asset.id, asset_id)
+            if mark_kind is MarkKind.TAG:
+                existing = session.scalar(
+                    select(ReviewMark)
+                    .where(
+                        ReviewMark.asset_id == full_id,
+                        ReviewMark.kind == mark_kind.value,
+                        ReviewMark.value == value,
+                    )
+                    .order_by(ReviewMark.id)
+                    .limit(1)
+                )
+                if existing is not None:
+                    return review_mark_row(existing)
+            mark = ReviewMark(asset_id=full_id, kind=mark_kind.value, value=value, author=author)
+            session.add(mark)
+            session.flush()
+            row = review_mark_row(mark)
+        logger.info("asset %s: %s mark %d added by %r", full_id, mark_kind.value, row.id, author)
+        return row
+
+    def list_review_marks(self, asset_id: str) -> list[ReviewMarkRow]:
+        """Return the marks of an asset (full id or unique prefix), oldest first."""
+        with self._session(write=False) as session:
+            full_id = self._resolve_id(session, "asset", Asset.id, asset_id)
+            marks = session.scalars(
+                select(ReviewMark).where(ReviewMark.asset_id == full_id).order_by(ReviewMark.id)
+            )
+            return [review_mark_row(mark) for mark in marks]
+
+    # Recovery and garbage collection
+
+    def list_runs_in_states(self, states: Iterable[RunState]) -> list[RunRow]:
+        """Runs in any of `states`, oldest first, with no limit."""
+        values = [_parse_enum(RunState, state, "states").value for state in states]
+        with self._session(write=False) as session:
+            result = session.execute(
+                select(Run, Storyboard.name)
+                .join(Storyboard)
+                .where(Run.state.in_(values))
+                .order_by(Run.created_at, Run.id)
+            )
+            return [run_row(run, name) for run, name in result]
+
+    def set_run_state_if(
+        self,
+        run_id: str,
+        state: RunState,
+        *,
+        expected_state: RunState,
+        expected_driver: str | None,
+        driver: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Set the run's state as `set_run_state` does, if its state and driver are as expected.
+
+        Of several processes that race to claim, cancel or fail one run,
+        exactly one sees True: the row is locked while it is compared and
+        changed. `expected_driver=None` matches a run with no driver recorded;
+        `driver=None` keeps the stored driver.
+        """
+        state = _parse_enum(RunState, state, "state")
+        expected = _parse_enum(RunState, expected_state, "expected_state")
+        with self._session(write=True) as session:
+            run = session.scalar(select(Run).where(Run.id == run_id).with_for_update())
+            if run is None:
+                raise NotFoundError(f"run {run_id!r} not found; {NOT_FOUND_ADVICE['run']}")
+            if run.state != expected.value or run.driver != expected_driver:
+                return False
+            now = utcnow()
+            run.state = state.value
+            run.error = error
+            if state is RunState.RUNNING and run.started_at is None:
+                run.started_at = now
+            run.finished_at = now if state in FINAL_RUN_STATES else None
+            if driver is not None:
+                run.driver = driver
+        logger.info(
+            "run %s: state %s -> %s%s",
+            run_id,
+            expected.value,
+            state.value,
+            f" (driver {driver})" if driver else "",
+        )
+        return True
+
+    def cancel_unfinished_frames(self, run_id: str, error: str) -> int:
+        """Mark the run's pending and running frames cancelled with `error`; return the count.
+
+        Call `abandon_in_flight` first, so that no attempt stays running.
+        """
+        unfinished = [FrameState.PENDING.value, FrameState.RUNNING.value]
+        with self._session(write=True) as session:
+            self._require_run(session, run_id)
+            count = _rowcount(
+                session.execute(
+                    update(Frame)
+                    .where(Frame.run_id == run_id, Frame.state.in_(unfinished))
+                    .values(state=FrameState.CANCELLED.value, error=error)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+        logger.info("run %s: %d unfinished frames cancelled", run_id, count)
+        return count
+
+    def option_object_keys(self) -> set[str]:
+        """Object keys that stored run options refer to, for garbage collection.
+
+        `submit` stores reference and style images in the object store and
+        records their keys only in the run's options. This reads every
+        `options_json` column of the catalog (runs, and tables that keep run
+        options for later, such as schedules) and collects each string under
+        a "key" field that has the form of an object key.
+        """
+        from sqlalchemy import inspect
+
+        with self._session(write=False) as session:
+            # A table of a newer schema that this database lacks refers to nothing.
+            existing = set(inspect(session.connection()).get_table_names())
+        tables = [
+            table
+            for table in Run.metadata.sorted_tables
+            if "options_json" in table.c and table.name in existing
+        ]
+        keys: set[str] = set()
+        with self._session(write=False) as session:
+            for table in tables:
+                for (options_json,) in session.execute(select(table.c.options_json)):
+                    if options_json:
+                        self._collect_object_keys(json.loads(options_json), keys)
+        return keys
+
+    @staticmethod
+    def _collect_object_keys(document: Any, keys: set[str]) -> None:
+        stack = [document]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                for name, value in node.items():
+                    if name == "key" and isinstance(value, str):
+                        try:
+                            keys.add(check_key(value))
+                        except ValueError:
+                            pass
+                    else:
+                        stack.append(value)
+            elif isinstance(node, list):
+                stack.extend(node)

@@ -236,4 +236,119 @@ class AssetCharacter(Base):
 # Review marks: tags, ratings and comments on assets.
 
 
+# Marks whose value is a short label; comments are free text.
+LABEL_MARK_KINDS = ("tag", "rating")
+
+
+class ReviewMark(Base):
+    """A tag, rating or comment that a reviewer put on an asset.
+
+    Marks are only ever added. An asset's rating is its rating mark with
+    the highest id, so a later rating replaces an earlier one.
+    """
+
+    __tablename__ = "review_marks"
+    __table_args__ = (
+        # Serves the marks of one asset and the "latest rating" lookup.
+        Index("ix_review_marks_asset_id_kind_id", "asset_id", "kind", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    asset_id: Mapped[str] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"))
+    # tag, rating or comment (storage.queries.MarkKind).
+    kind: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    value: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# Tag and rating filters look marks up by value. Comments stay out of this
+# index: PostgreSQL rejects B-tree entries larger than about 2.7 kB, and a
+# comment may be longer. Queries must compare `kind` with a literal, not a
+# bound parameter, for SQLite and PostgreSQL to use a partial index.
+Index(
+    "ix_review_marks_kind_value",
+    ReviewMark.kind,
+    ReviewMark.value,
+    # Covers the asset ids that a tag filter reads, with no table lookups.
+    ReviewMark.asset_id,
+    postgresql_where=ReviewMark.kind.in_(LABEL_MARK_KINDS),
+    sqlite_where=ReviewMark.kind.in_(LABEL_MARK_KINDS),
+)
+# The asset ids of one character, read from the index alone.
+Index(
+    "ix_asset_characters_character_id_asset_id",
+    AssetCharacter.character_id,
+    AssetCharacter.asset_id,
+)
+# Filters on seed and on the needs_review state.
+Index("ix_assets_seed", Asset.seed)
+Index("ix_assets_state", Asset.state)
+# One equality filter with the default order, newest first: the page is one
+# index range scan, however the matching assets are spread over time.
+ASSET_FILTER_SORT_COLUMNS = ("run_id", "storyboard_id", "scene_id", "verdict", "state")
+for _column in ASSET_FILTER_SORT_COLUMNS:
+    Index(
+        f"ix_assets_{_column}_created_at",
+        getattr(Asset, _column),
+        Asset.created_at,
+        Asset.id,
+    )
+del _column
+
+
 # Schedules: stored storyboards fired by cron expressions.
+
+
+class Schedule(Base):
+    """A storyboard stored at creation time and fired on a cron expression in a time zone.
+
+    States and policies are the string values of the enums in `storage.schedules`.
+    """
+
+    __tablename__ = "schedules"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    cron: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    # IANA time zone name, e.g. Europe/Berlin.
+    timezone: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    storyboard_id: Mapped[str] = mapped_column(ForeignKey("storyboards.id"), index=True)
+    # The run options of every fire (reference and style object keys, spec hash).
+    options_json: Mapped[str] = mapped_column(Text)
+    # Path of the spec file the storyboard was read from, for display only.
+    source: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    missed_policy: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    overlap_policy: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    # Fire times up to this instant have been handled; later ones are due next tick.
+    evaluated_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    fires: Mapped[list[ScheduleFire]] = relationship(
+        back_populates="schedule", lazy="raise", passive_deletes=True
+    )
+
+
+class ScheduleFire(Base):
+    """One handled fire time of a schedule: the run it started, or why it was skipped."""
+
+    __tablename__ = "schedule_fires"
+    # One row per (schedule, fire time): the insert that wins this constraint
+    # is the only one that may start the fire's run, whatever number of
+    # schedulers tick at once.
+    __table_args__ = (UniqueConstraint("schedule_id", "fire_time"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
+    fire_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    run_id: Mapped[str | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL"), index=True
+    )
+    # Why a fire was skipped, or which missed fire times it stands for.
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    schedule: Mapped[Schedule] = relationship(back_populates="fires", lazy="raise")

@@ -49,10 +49,16 @@ def _load_diffusers(model: str, options: Mapping[str, Any]) -> GeneratorBackend:
     return load_diffusers_backend(model, options)
 
 
-# TODO: add the hosted `bfl` backend here.
+def _load_bfl(model: str, options: Mapping[str, Any]) -> GeneratorBackend:
+    from actors.backends.bfl import load_bfl_backend
+
+    return load_bfl_backend(model, options)
+
+
 BACKENDS: dict[str, BackendFactory] = {
     "tiny": _load_tiny,
     "diffusers": _load_diffusers,
+    "bfl": _load_bfl,
 }
 
 

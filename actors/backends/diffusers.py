@@ -19,9 +19,9 @@ from diffusers import FluxKontextPipeline
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
 from actors.backends.pipeline import (
-    PIPELINE_OPTIONS,
     KontextPipelineBackend,
-    check_options,
+    build_pipeline_backend,
+    parse_backend_options,
     resolve_device,
 )
 from schemas.errors import BackendLoadError
@@ -100,8 +100,13 @@ def _explain_failure(model: str, exc: BaseException, offline: bool) -> str:
 
 
 def load_diffusers_backend(model: str, options: Mapping[str, Any]) -> KontextPipelineBackend:
-    """Load FluxKontextPipeline weights from `model` onto the requested device."""
-    check_options("diffusers", options, PIPELINE_OPTIONS)
+    """Load FluxKontextPipeline weights from `model` onto the requested device.
+
+    The speed options (compile, fp8, first_block_cache, vae_tiling_min_side,
+    cpu_offload and the two caches) are applied after loading; see
+    `actors.backends.options.FastPathOptions`.
+    """
+    fast_path = parse_backend_options("diffusers", options)
     device = resolve_device(options.get("device"))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     folder = _check_local_folder(model)
@@ -115,16 +120,19 @@ def load_diffusers_backend(model: str, options: Mapping[str, Any]) -> KontextPip
             dtype=dtype,
             local_files_only=offline,
         )
-        pipeline = pipeline.to(device)
     # Every loading failure becomes one message that names the model, with
     # the original error chained as its cause.
     except Exception as exc:
         raise BackendLoadError(_explain_failure(model, exc, offline)) from exc
 
-    return KontextPipelineBackend(
-        name="diffusers",
-        model=model,
-        pipeline=pipeline,
-        device=device,
-        max_sequence_length=MAX_SEQUENCE_LENGTH,
-    )
+    try:
+        return build_pipeline_backend(
+            name="diffusers",
+            model=model,
+            pipeline=pipeline,
+            device=device,
+            max_sequence_length=MAX_SEQUENCE_LENGTH,
+            options=fast_path,
+        )
+    except torch.OutOfMemoryError as exc:
+        raise BackendLoadError(_explain_failure(model, exc, offline)) from exc

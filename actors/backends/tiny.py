@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from actors.backends.pipeline import (
-    PIPELINE_OPTIONS,
     KontextPipelineBackend,
-    check_options,
+    build_pipeline_backend,
+    parse_backend_options,
     resolve_device,
 )
 from actors.tiny import build_tiny_kontext_pipeline
@@ -29,18 +29,20 @@ def load_tiny_backend(model: str, options: Mapping[str, Any]) -> KontextPipeline
     """Build the tiny pipeline on the requested device.
 
     `model` is only a label: it is reported in results, and every model name
-    gets the same tiny weights.
+    gets the same tiny weights. The speed options apply as for real weights,
+    so they can be tested on the CPU.
     """
-    check_options("tiny", options, PIPELINE_OPTIONS)
+    fast_path = parse_backend_options("tiny", options)
     device = resolve_device(options.get("device"))
 
     # The tiny model stays float32 on every device: it is small, and bfloat16
     # would only add rounding differences between CPU and GPU runs.
-    pipeline = build_tiny_kontext_pipeline(TINY_WEIGHTS_SEED).to(device)
-    return KontextPipelineBackend(
+    pipeline = build_tiny_kontext_pipeline(TINY_WEIGHTS_SEED)
+    return build_pipeline_backend(
         name="tiny",
         model=model,
         pipeline=pipeline,
         device=device,
         max_sequence_length=TINY_MAX_SEQUENCE_LENGTH,
+        options=fast_path,
     )

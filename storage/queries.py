@@ -1,0 +1,489 @@
+"""Asset list queries: filters, allow-listed sort keys and cursor pagination.
+
+`build_asset_page_query` is the catalog's main list query. It reads only the
+`assets` table, with indexed subqueries for characters, storyboards and
+review marks, so the database can walk one index and stop after one page.
+The catalog then loads the full rows of that page by primary key. Every
+value that comes from a user is a bound parameter; the only literals in the
+SQL are constants of this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import ColumnElement, Select, and_, exists, literal_column, or_, select, text
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
+
+from schemas.catalog import AssetRow
+from schemas.errors import OnModelError
+from schemas.records import FrameState, Verdict
+from storage.cursors import CursorError, decode_cursor, encode_cursor
+from storage.models import (
+    LABEL_MARK_KINDS,
+    Asset,
+    AssetCharacter,
+    ReviewMark,
+    Run,
+    Storyboard,
+)
+from storage.reviews import MAX_TAG_LENGTH, MarkKind, Rating
+
+# Page sizes. The cap bounds the work and the response size of one request,
+# and clients read further pages with the cursor.
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+DEFAULT_SORT = "-created_at"
+# Seeds are stored as signed 64-bit integers (BIGINT).
+MAX_SEED = 2**63 - 1
+# A character or tag filter that matches at most this many assets is first
+# resolved to those asset ids, and the page is read by primary key. Above it,
+# the database walks the sort index and checks each asset against the filter,
+# which finds a page sooner the more assets match. The two costs cross near
+# sqrt(page size x assets), about 7,000 at 1M assets.
+MAX_CANDIDATES = 8000
+# Shortest run or storyboard id prefix that a filter expands.
+MIN_ID_PREFIX = 4
+FULL_ID = re.compile(r"^[0-9a-f]{32}$")
+
+# `verdict=needs_review` selects by the asset's state: its attempts ran out
+# and the best one was kept for a person to judge.
+NEEDS_REVIEW = FrameState.NEEDS_REVIEW.value
+VERDICT_FILTERS = (*(verdict.value for verdict in Verdict), NEEDS_REVIEW)
+UNRATED = "unrated"
+
+
+class InvalidQueryError(OnModelError, ValueError):
+    """A filter, sort key, page size or cursor that is invalid; names the field and value."""
+
+    def __init__(self, field: str, value: object, message: str) -> None:
+        self.field = field
+        self.value = value
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+# Filters
+
+
+def _reject_control_characters(value: str | None) -> str | None:
+    # PostgreSQL rejects NUL in text, which would surface as a server error.
+    if value is not None and any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class AssetFilters(BaseModel):
+    """Asset filters; every field left as None matches all assets."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run: Name | None = Field(default=None, description="Run id or unique id prefix.")
+    storyboard: Name | None = Field(default=None, description="Storyboard id, id prefix or name.")
+    scene: Name | None = Field(default=None, description="Scene id from the spec.")
+    character: Name | None = Field(default=None, description="Character id from the spec.")
+    verdict: str | None = Field(
+        default=None,
+        description="Identity verdict (on_model, drifted, no_face, missing, copy, unscored) "
+        "or needs_review.",
+    )
+    min_score: float | None = Field(default=None, allow_inf_nan=False)
+    max_score: float | None = Field(default=None, allow_inf_nan=False)
+    backend: Name | None = None
+    model: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    tag: Annotated[str, Field(min_length=1, max_length=MAX_TAG_LENGTH)] | None = None
+    rating: str | None = Field(
+        default=None, description="Latest rating: approve, reject or unrated."
+    )
+    since: datetime | None = Field(
+        default=None, description="Created at or after (ISO 8601; UTC if no zone)."
+    )
+    until: datetime | None = Field(
+        default=None, description="Created before (ISO 8601; UTC if no zone)."
+    )
+    q: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="Text the prompt contains, case-insensitive."
+    )
+
+    _no_control = field_validator(
+        "run", "storyboard", "scene", "character", "backend", "model", "tag", "q"
+    )(_reject_control_characters)
+
+    @field_validator("verdict")
+    @classmethod
+    def _check_verdict(cls, value: str | None) -> str | None:
+        if value is not None and value not in VERDICT_FILTERS:
+            raise ValueError(f"must be one of: {', '.join(VERDICT_FILTERS)}")
+        return value
+
+    @field_validator("rating")
+    @classmethod
+    def _check_rating(cls, value: str | None) -> str | None:
+        valid = (*(rating.value for rating in Rating), UNRATED)
+        if value is not None and value not in valid:
+            raise ValueError(f"must be one of: {', '.join(valid)}")
+        return value
+
+    @field_validator("since", "until")
+    @classmethod
+    def _as_utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def digest(self) -> str:
+        """Return a short hash of the filters, which ties a cursor to its query."""
+        text = self.model_dump_json(exclude_none=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse_filters(values: dict[str, Any]) -> AssetFilters:
+    """Validate raw filter values (CLI options, query parameters) into AssetFilters.
+
+    Raises InvalidQueryError naming the first invalid field and its value.
+    """
+    try:
+        return AssetFilters.model_validate({k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"]) or "filters"
+        value = first.get("input")
+        raise InvalidQueryError(field, value, f"{first['msg']}, got {value!r}") from None
+
+
+# Sorting
+
+
+@dataclass(frozen=True)
+class SortKey:
+    name: str
+    column: InstrumentedAttribute[Any]
+    # Type of the value a cursor carries for this key.
+    value_type: type
+    nullable: bool = False
+
+
+SORT_KEYS: dict[str, SortKey] = {
+    key.name: key
+    for key in (
+        SortKey("created_at", Asset.created_at, datetime),
+        SortKey("score", Asset.score, float, nullable=True),
+        SortKey("seed", Asset.seed, int),
+        SortKey("scene", Asset.scene_id, str),
+        SortKey("id", Asset.id, str),
+    )
+}
+
+
+@dataclass(frozen=True)
+class SortOrder:
+    key: SortKey
+    descending: bool
+
+    @property
+    def text(self) -> str:
+        return f"-{self.key.name}" if self.descending else self.key.name
+
+
+def parse_sort(text: str) -> SortOrder:
+    """Parse `key` or `-key` (descending) against the allow-listed SORT_KEYS."""
+    name = text.strip()
+    descending = name.startswith("-")
+    key = SORT_KEYS.get(name.removeprefix("-"))
+    if key is None:
+        valid = ", ".join(SORT_KEYS)
+        raise InvalidQueryError(
+            "sort", text, f"unknown sort key {text!r}; use one of {valid}, with '-' for descending"
+        )
+    return SortOrder(key, descending)
+
+
+def check_page_size(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidQueryError(
+            "limit",
+            limit,
+            f"must be between 1 and {MAX_PAGE_SIZE}, got {limit}; "
+            "use the cursor to read further pages",
+        )
+    return limit
+
+
+# Cursors
+
+
+@dataclass(frozen=True)
+class CursorPosition:
+    """The last row of a page: its sort value (None for a NULL score) and id."""
+
+    value: Any
+    asset_id: str
+
+
+def encode_page_cursor(order: SortOrder, filters: AssetFilters, position: CursorPosition) -> str:
+    return encode_cursor(order.text, filters.digest(), position.value, position.asset_id)
+
+
+def decode_page_cursor(text: str, order: SortOrder, filters: AssetFilters) -> CursorPosition:
+    """Return the position a cursor holds; raise InvalidQueryError if it is not valid here."""
+    try:
+        decoded = decode_cursor(text, order.text, filters.digest())
+        return CursorPosition(_cursor_value(order.key, decoded.raw_value), decoded.asset_id)
+    except CursorError as exc:
+        cursor_start = text if len(text) <= 80 else text[:77] + "..."
+        raise InvalidQueryError(
+            "cursor",
+            cursor_start,
+            f"{exc}; pass the next_cursor of the previous page unchanged, "
+            "or leave the cursor out to start at the first page",
+        ) from None
+
+
+def _cursor_value(key: SortKey, raw: Any) -> Any:
+    if raw is None:
+        if not key.nullable:
+            raise CursorError(f"cursor has no value for sort key {key.name!r}")
+        return None
+    if key.value_type is datetime:
+        try:
+            return datetime.fromisoformat(raw).astimezone(UTC)
+        except (TypeError, ValueError):
+            raise CursorError("cursor has an invalid time") from None
+    if key.value_type is float and isinstance(raw, int | float) and not isinstance(raw, bool):
+        return float(raw)
+    if key.value_type is int and isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if key.value_type is str and isinstance(raw, str):
+        return raw
+    raise CursorError(f"cursor value has the wrong type for sort key {key.name!r}")
+
+
+# The main list query
+
+
+def _label_kind(kind: MarkKind) -> ColumnElement[bool]:
+    """Match review marks of one label kind so that ix_review_marks_kind_value serves it.
+
+    SQLite uses a partial index only when the query repeats the index's own
+    WHERE term, and both databases only when that term is made of literals,
+    not bound parameters. The literals are MarkKind members, never user input.
+    """
+    labels: list[ColumnElement[str]] = [
+        literal_column(f"'{MarkKind(label).value}'") for label in LABEL_MARK_KINDS
+    ]
+    return and_(
+        ReviewMark.kind.in_(labels),
+        ReviewMark.kind == literal_column(f"'{MarkKind(kind).value}'"),
+    )
+
+
+def _id_condition(column: InstrumentedAttribute[str], table_id: Any, value: str) -> Any:
+    """Match a full id exactly, or every id that starts with a prefix."""
+    if FULL_ID.match(value) or len(value) < MIN_ID_PREFIX:
+        return column == value
+    return column.in_(select(table_id).where(table_id.startswith(value, autoescape=True)))
+
+
+def _rating_condition(rating: str) -> ColumnElement[bool]:
+    if rating == UNRATED:
+        return ~exists().where(ReviewMark.asset_id == Asset.id, ReviewMark.kind == MarkKind.RATING)
+    mark = aliased(ReviewMark)
+    newer = aliased(ReviewMark)
+    labels: list[ColumnElement[str]] = [
+        literal_column(f"'{MarkKind(label).value}'") for label in LABEL_MARK_KINDS
+    ]
+    latest_with_value = select(mark.asset_id).where(
+        # The same literal terms as in _label_kind, for the partial index.
+        mark.kind.in_(labels),
+        mark.kind == literal_column(f"'{MarkKind.RATING.value}'"),
+        mark.value == rating,
+        ~exists().where(
+            newer.asset_id == mark.asset_id,
+            newer.kind == MarkKind.RATING.value,
+            newer.id > mark.id,
+        ),
+    )
+    return Asset.id.in_(latest_with_value)
+
+
+def filter_conditions(filters: AssetFilters) -> list[ColumnElement[bool]]:
+    """Return the WHERE terms of `filters`, all with bound parameters."""
+    terms = _origin_terms(filters) + _column_terms(filters)
+
+    # Filters on other tables select asset ids.
+    terms += [Asset.id.in_(query) for query in candidate_queries(filters)]
+    if filters.rating is not None:
+        terms.append(_rating_condition(filters.rating))
+    return terms
+
+
+def _origin_terms(filters: AssetFilters) -> list[ColumnElement[bool]]:
+    terms: list[ColumnElement[bool]] = []
+    if filters.run is not None:
+        terms.append(_id_condition(Asset.run_id, Run.id, filters.run))
+    if filters.storyboard is not None:
+        value = filters.storyboard
+        matches = [Storyboard.id == value, Storyboard.name == value]
+        if len(value) >= MIN_ID_PREFIX and not FULL_ID.match(value):
+            matches.append(Storyboard.id.startswith(value, autoescape=True))
+        terms.append(Asset.storyboard_id.in_(select(Storyboard.id).where(or_(*matches))))
+    if filters.scene is not None:
+        terms.append(Asset.scene_id == filters.scene)
+    return terms
+
+
+def _column_terms(filters: AssetFilters) -> list[ColumnElement[bool]]:
+    terms: list[ColumnElement[bool]] = []
+    if filters.verdict == NEEDS_REVIEW:
+        terms.append(Asset.state == NEEDS_REVIEW)
+    elif filters.verdict is not None:
+        terms.append(Asset.verdict == filters.verdict)
+    if filters.min_score is not None:
+        terms.append(Asset.score >= filters.min_score)
+    if filters.max_score is not None:
+        terms.append(Asset.score <= filters.max_score)
+
+    if filters.backend is not None:
+        terms.append(Asset.backend == filters.backend)
+    if filters.model is not None:
+        terms.append(Asset.model == filters.model)
+    if filters.seed is not None:
+        terms.append(Asset.seed == filters.seed)
+
+    if filters.since is not None:
+        terms.append(Asset.created_at >= filters.since)
+    if filters.until is not None:
+        terms.append(Asset.created_at < filters.until)
+    if filters.q is not None:
+        terms.append(Asset.prompt.icontains(filters.q, autoescape=True))
+    return terms
+
+
+def candidate_queries(filters: AssetFilters) -> list[Select[Any]]:
+    """Return the id queries of the filters that live in other tables (character, tag)."""
+    queries = []
+    if filters.character is not None:
+        queries.append(
+            select(AssetCharacter.asset_id).where(AssetCharacter.character_id == filters.character)
+        )
+    if filters.tag is not None:
+        queries.append(
+            select(ReviewMark.asset_id).where(
+                _label_kind(MarkKind.TAG), ReviewMark.value == filters.tag
+            )
+        )
+    return queries
+
+
+def find_candidates(session: Session, filters: AssetFilters) -> list[str] | None:
+    """Return the asset ids of the most selective character or tag filter, if few enough.
+
+    None means no such filter matches at most MAX_CANDIDATES assets.
+    """
+    best: list[str] | None = None
+    for query in candidate_queries(filters):
+        ids = list(dict.fromkeys(session.scalars(query.limit(MAX_CANDIDATES + 1))))
+        if len(ids) <= MAX_CANDIDATES and (best is None or len(ids) < len(best)):
+            best = ids
+    return best
+
+
+def build_asset_page_query(
+    filters: AssetFilters,
+    order: SortOrder,
+    after: CursorPosition | None,
+    limit: int,
+    *,
+    null_segment: bool = False,
+    candidate_ids: Sequence[str] | None = None,
+) -> Select[Any]:
+    """Select (id, sort value) of up to `limit` assets that follow `after` in `order`.
+
+    Rows whose sort value is NULL (unscored assets, for the score key) come
+    after all others in both directions. They form a separate segment,
+    ordered by id, that the caller reads with `null_segment=True` once the
+    non-NULL rows run out. Splitting keeps each part an index range scan.
+    `candidate_ids` (from `find_candidates`) narrows the scan to those assets;
+    the filters still apply in full.
+    """
+    column = order.key.column
+    query = select(Asset.id, column).where(*filter_conditions(filters))
+    if candidate_ids is not None:
+        query = query.where(Asset.id.in_(candidate_ids))
+
+    if null_segment:
+        query = query.where(column.is_(None))
+        if after is not None:
+            last_id = after.asset_id
+            query = query.where(Asset.id < last_id if order.descending else Asset.id > last_id)
+        id_order = Asset.id.desc() if order.descending else Asset.id.asc()
+        return query.order_by(id_order).limit(limit)
+
+    if order.key.nullable:
+        query = query.where(column.is_not(None))
+    if after is not None:
+        # The row value (column, id) must come strictly after the cursor's.
+        # Written as `column <= v AND (column < v OR id < i)` so that a plain
+        # index on `column` serves it on SQLite and PostgreSQL alike.
+        value, last_id = after.value, after.asset_id
+        if order.descending:
+            query = query.where(and_(column <= value, or_(column < value, Asset.id < last_id)))
+        else:
+            query = query.where(and_(column >= value, or_(column > value, Asset.id > last_id)))
+    if order.descending:
+        return query.order_by(column.desc(), Asset.id.desc()).limit(limit)
+    return query.order_by(column.asc(), Asset.id.asc()).limit(limit)
+
+
+def fetch_page_keys(
+    session: Session,
+    filters: AssetFilters,
+    order: SortOrder,
+    after: CursorPosition | None,
+    limit: int,
+) -> list[CursorPosition]:
+    """Return the positions of up to `limit` assets after `after`."""
+    if session.get_bind().dialect.name == "postgresql":
+        # A page query walks an index and stops after a few hundred rows.
+        # Parallel workers would each read thousands of rows ahead and cost
+        # their start-up. A rating filter at 100k assets took 62 ms with them
+        # and 5 ms without (bench/catalog.py, PostgreSQL 15 on 2 cores).
+        # SET LOCAL ends with the transaction.
+        session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+    candidates = find_candidates(session, filters)
+    in_null_segment = after is not None and after.value is None
+    positions: list[CursorPosition] = []
+    if not in_null_segment:
+        query = build_asset_page_query(filters, order, after, limit, candidate_ids=candidates)
+        positions = [CursorPosition(value, asset_id) for asset_id, value in session.execute(query)]
+    if order.key.nullable and len(positions) < limit:
+        null_after = after if in_null_segment else None
+        query = build_asset_page_query(
+            filters,
+            order,
+            null_after,
+            limit - len(positions),
+            null_segment=True,
+            candidate_ids=candidates,
+        )
+        positions += [CursorPosition(None, asset_id) for asset_id, _ in session.execute(query)]
+    return positions
+
+
+class AssetPage(BaseModel):
+    """One page of assets; `next_cursor` is None on the last page."""
+
+    items: list[AssetRow]
+    next_cursor: str | None = None
+    sort: str
+    limit: int
