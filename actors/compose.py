@@ -28,6 +28,8 @@ Pillow only, no torch, so that the orchestrator can import this module.
 
 from __future__ import annotations
 
+import functools
+
 import io
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -108,8 +110,17 @@ def compose_canvas(
 
     The module docstring describes the layout. Raises ValueError when there
     is nothing to compose, a size is invalid, the columns would be narrower
-    than one pixel, or an image does not decode.
+    than one pixel, or an image does not decode. Results are cached, because
+    a run composes the same characters at the same size for many frames.
     """
+    return _compose_cached(tuple(references), width, height, style)
+
+
+# Each entry is one PNG canvas (tens of KB to a few MB), so 64 bound the memory.
+@functools.lru_cache(maxsize=64)
+def _compose_cached(
+    references: tuple[bytes, ...], width: int, height: int, style: bytes | None
+) -> bytes:
     _check_size("width", width)
     _check_size("height", height)
     if not references and style is None:

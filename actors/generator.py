@@ -142,7 +142,9 @@ def _drop_speed_options(backend: str, options: dict[str, Any]) -> None:
             continue
         value = options.pop(name)
         if value != default:
-            logger.debug("backend %s has no local pipeline; ignoring options.%s=%r", backend, name, value)
+            logger.debug(
+                "backend %s has no local pipeline; ignoring options.%s=%r", backend, name, value
+            )
 
 
 def _quiet_library_logs() -> None:

@@ -5,10 +5,11 @@ Usage:
         [--skip-sqlite] [--keep]
 
 Each size gets a fresh catalog, migrated to the current schema and seeded
-by bulk inserts (COPY on PostgreSQL) with a realistic mix: many storyboards
-with several runs each, two to four characters per storyboard, one to four
-attempts per frame, verdicts and scores as an identity gate produces them,
-and review marks on a few percent of the assets. Then every query below
+by bulk inserts (COPY on PostgreSQL). The mix is meant to be realistic:
+many storyboards with several runs each, two to four characters per
+storyboard, one to four attempts per frame, verdicts and scores as an
+identity gate produces them, and review marks on a few percent of the
+assets. Then every query below
 runs `--repeats` times through `Catalog.query_assets`, the code path of the
 CLI and the HTTP API, with parameters drawn at random per repetition, and
 p50/p95 in milliseconds are printed. SQLite uses a file in a temporary
@@ -41,24 +42,53 @@ import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from storage.catalog import Catalog  # noqa: E402
-from storage.queries import AssetFilters  # noqa: E402
+from storage.filters import AssetFilters  # noqa: E402
 
 # The mix. Assets per run and runs per storyboard are typical of a campaign
 # with a few dozen scenes and variants, submitted a few times.
 ASSETS_PER_RUN = 100
 RUNS_PER_STORYBOARD = 4
 CHARACTER_POOL = [f"char{i:03d}" for i in range(300)]
-VERDICTS = [("on_model", 0.70), ("unscored", 0.15), ("drifted", 0.05), ("no_face", 0.05),
-            ("missing", 0.04), ("copy", 0.01)]  # fmt: skip
+VERDICTS = [
+    ("on_model", 0.70),
+    ("unscored", 0.15),
+    ("drifted", 0.05),
+    ("no_face", 0.05),
+    ("missing", 0.04),
+    ("copy", 0.01),
+]
 NEEDS_REVIEW_SHARE = 0.08
 TAG_SHARE, RATING_SHARE, COMMENT_SHARE = 0.05, 0.10, 0.02
 TAGS = ["hero", "cover", "print", "social", "retake", "alt"]
-ACTIONS = ["drinks coffee", "reads a map", "opens an umbrella", "waves", "rides a bike",
-           "laughs", "points at the sky", "holds a cup", "runs", "sits on a bench"]  # fmt: skip
-PLACES = ["a cafe", "the beach", "a rainy street", "a library", "the park", "a train",
-          "a rooftop", "a market", "the office", "a kitchen"]  # fmt: skip
-BACKENDS = [("diffusers", "black-forest-labs/FLUX.1-Kontext-dev", 0.8), ("tiny", "tiny", 0.1),
-            ("bfl", "flux-kontext-pro", 0.1)]  # fmt: skip
+ACTIONS = [
+    "drinks coffee",
+    "reads a map",
+    "opens an umbrella",
+    "waves",
+    "rides a bike",
+    "laughs",
+    "points at the sky",
+    "holds a cup",
+    "runs",
+    "sits on a bench",
+]
+PLACES = [
+    "a cafe",
+    "the beach",
+    "a rainy street",
+    "a library",
+    "the park",
+    "a train",
+    "a rooftop",
+    "a market",
+    "the office",
+    "a kitchen",
+]
+BACKENDS = [
+    ("diffusers", "black-forest-labs/FLUX.1-Kontext-dev", 0.8),
+    ("tiny", "tiny", 0.1),
+    ("bfl", "flux-kontext-pro", 0.1),
+]
 SPAN = timedelta(days=180)
 CHUNK = 50_000
 
@@ -78,7 +108,7 @@ def pick_weighted(rng: random.Random, options: list[tuple[Any, ...]]) -> tuple[A
 
 @dataclass
 class Seed:
-    """What the queries draw their parameters from."""
+    """Values the queries draw their parameters from."""
 
     run_ids: list[str] = field(default_factory=list)
     storyboard_names: list[str] = field(default_factory=list)
@@ -91,7 +121,10 @@ class Seed:
 # Row generation
 
 
-def generate(size: int, rng: random.Random, seed: Seed) -> dict[str, Iterator[list[tuple[Any, ...]]]]:
+Rows = list[tuple[Any, ...]]
+
+
+def generate(size: int, rng: random.Random, seed: Seed) -> dict[str, Iterator[Any]]:
     """Return chunked row tuples per table, in insertion order, for `size` assets."""
     runs = max(1, size // ASSETS_PER_RUN)
     storyboards = max(1, runs // RUNS_PER_STORYBOARD)
@@ -111,8 +144,20 @@ def generate(size: int, rng: random.Random, seed: Seed) -> dict[str, Iterator[li
         seed.run_ids.append(run_id)
         run_storyboard.append(storyboard)
         created = seed.start + step * index * ASSETS_PER_RUN
-        run_rows.append((run_id, sb_rows[storyboard][0], "completed", "{}", ASSETS_PER_RUN,
-                         None, created, created, created, "bench:1"))  # fmt: skip
+        run_rows.append(
+            (
+                run_id,
+                sb_rows[storyboard][0],
+                "completed",
+                "{}",
+                ASSETS_PER_RUN,
+                None,
+                created,
+                created,
+                created,
+                "bench:1",
+            )
+        )
     seed.characters = sorted({c for chars in sb_chars for c in chars})
     seed.scenes = [f"s{i:02d}" for i in range(40)]
 
@@ -129,7 +174,8 @@ def generate(size: int, rng: random.Random, seed: Seed) -> dict[str, Iterator[li
             storyboard = run_storyboard[run]
             frame_id = index + 1
             scene = seed.scenes[rng.randrange(len(seed.scenes))]
-            cast = rng.sample(sb_chars[storyboard], rng.randint(1, min(3, len(sb_chars[storyboard]))))
+            pool = sb_chars[storyboard]
+            cast = rng.sample(pool, rng.randint(1, min(3, len(pool))))
             prompt = f"{' and '.join(cast)} {rng.choice(ACTIONS)} in {rng.choice(PLACES)}"
             backend, model, _ = pick_weighted(rng, BACKENDS)
             verdict = pick_weighted(rng, VERDICTS)[0]
@@ -138,21 +184,89 @@ def generate(size: int, rng: random.Random, seed: Seed) -> dict[str, Iterator[li
             frame_seed = rng.getrandbits(62)
             created = seed.start + step * index + timedelta(microseconds=rng.randrange(1000))
             key = f"{index:064x}"
-            frames.append((frame_id, seed.run_ids[run], key, index, scene, 0, 0, None, prompt,
-                           "[]", backend, model, 1024, 1024, 28, 2.5, frame_seed, state, None))  # fmt: skip
+            frames.append(
+                (
+                    frame_id,
+                    seed.run_ids[run],
+                    key,
+                    index,
+                    scene,
+                    0,
+                    0,
+                    None,
+                    prompt,
+                    "[]",
+                    backend,
+                    model,
+                    1024,
+                    1024,
+                    28,
+                    2.5,
+                    frame_seed,
+                    state,
+                    None,
+                )
+            )
             tries = 1 + (rng.random() < 0.3) + (rng.random() < 0.15) + (rng.random() < 0.1)
             for number in range(1, tries + 1):
                 attempt_id += 1
-                attempts.append((attempt_id, frame_id, number, frame_seed + number, "done",
-                                 verdict, score, "[]", None, None, None, 4.2, 0.3, "node-1",
-                                 "cuda:0", created, created))  # fmt: skip
+                attempts.append(
+                    (
+                        attempt_id,
+                        frame_id,
+                        number,
+                        frame_seed + number,
+                        "done",
+                        verdict,
+                        score,
+                        "[]",
+                        None,
+                        None,
+                        None,
+                        4.2,
+                        0.3,
+                        "node-1",
+                        "cuda:0",
+                        created,
+                        created,
+                    )
+                )
             object_key = f"sha256/{key[:2]}/{key}.png"
             asset_id = hex_id(rng)
             seed.seeds.append(frame_seed + tries)
-            assets.append((asset_id, seed.run_ids[run], sb_rows[storyboard][0], frame_id,
-                           attempt_id, scene, 0, 0, state, verdict, score, "[]", prompt, backend,
-                           model, frame_seed + tries, 1024, 1024, 28, 2.5, "{}", object_key, key,
-                           4.2, 0.3, "node-1", "cuda:0", None, created))  # fmt: skip
+            assets.append(
+                (
+                    asset_id,
+                    seed.run_ids[run],
+                    sb_rows[storyboard][0],
+                    frame_id,
+                    attempt_id,
+                    scene,
+                    0,
+                    0,
+                    state,
+                    verdict,
+                    score,
+                    "[]",
+                    prompt,
+                    backend,
+                    model,
+                    frame_seed + tries,
+                    1024,
+                    1024,
+                    28,
+                    2.5,
+                    "{}",
+                    object_key,
+                    key,
+                    4.2,
+                    0.3,
+                    "node-1",
+                    "cuda:0",
+                    None,
+                    created,
+                )
+            )
             for character in cast:
                 characters.append((asset_id, character, verdict, score))
             for kind, share, value in (
@@ -167,11 +281,14 @@ def generate(size: int, rng: random.Random, seed: Seed) -> dict[str, Iterator[li
                 yield from flush(frames, attempts, assets, characters, marks)
         yield from flush(frames, attempts, assets, characters, marks)
 
-    return {"storyboards": iter([sb_rows]), "runs": iter([run_rows]), "rest": frames_and_more()}  # type: ignore[dict-item]
+    return {"storyboards": iter([sb_rows]), "runs": iter([run_rows]), "rest": frames_and_more()}
 
 
-def flush(*tables: list[tuple[Any, ...]]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
-    for name, rows in zip(("frames", "attempts", "assets", "asset_characters", "review_marks"), tables, strict=True):
+CHUNKED_TABLES = ("frames", "attempts", "assets", "asset_characters", "review_marks")
+
+
+def flush(*tables: Rows) -> Iterator[tuple[str, Rows]]:
+    for name, rows in zip(CHUNKED_TABLES, tables, strict=True):
         if rows:
             yield name, list(rows)
             rows.clear()
@@ -217,7 +334,8 @@ def load(catalog: Catalog, size: int, rng: random.Random) -> Seed:
         if engine.dialect.name == "postgresql":
             with raw.cursor() as cursor:
                 for table, rows in chunks:
-                    with cursor.copy(f"COPY {table} ({', '.join(names[table])}) FROM STDIN") as copy:
+                    statement = f"COPY {table} ({', '.join(names[table])}) FROM STDIN"
+                    with cursor.copy(statement) as copy:
                         for row in rows:
                             copy.write_row(row)
                 for table in ("frames", "attempts", "review_marks"):
@@ -254,7 +372,12 @@ def sqlite_value(value: Any) -> Any:
 
 
 def query_cases(seed: Seed, rng: random.Random, catalog: Catalog) -> dict[str, Callable[[], Any]]:
-    def run(filters: dict[str, Any], sort: str = "-created_at", limit: int = 50, cursor: str | None = None) -> Any:
+    def run(
+        filters: dict[str, Any],
+        sort: str = "-created_at",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Any:
         return catalog.query_assets(AssetFilters(**filters), sort=sort, limit=limit, cursor=cursor)
 
     def second_page(filters: dict[str, Any], sort: str) -> Callable[[], Any]:
@@ -274,10 +397,14 @@ def query_cases(seed: Seed, rng: random.Random, catalog: Catalog) -> dict[str, C
         "run": lambda: run({"run": rng.choice(seed.run_ids)}),
         "storyboard name": lambda: run({"storyboard": rng.choice(seed.storyboard_names)}),
         "character": lambda: run({"character": rng.choice(seed.characters)}),
-        "character + on_model": lambda: run({"character": rng.choice(seed.characters), "verdict": "on_model"}),
+        "character + on_model": lambda: run(
+            {"character": rng.choice(seed.characters), "verdict": "on_model"}
+        ),
         "verdict needs_review": lambda: run({"verdict": "needs_review"}),
         "verdict copy (1%)": lambda: run({"verdict": "copy"}),
-        "scene + storyboard": lambda: run({"scene": rng.choice(seed.scenes), "storyboard": rng.choice(seed.storyboard_names)}),
+        "scene + storyboard": lambda: run(
+            {"scene": rng.choice(seed.scenes), "storyboard": rng.choice(seed.storyboard_names)}
+        ),
         "score 0.4-0.6, sort -score": lambda: run({"min_score": 0.4, "max_score": 0.6}, "-score"),
         "sort -score, page 2": second_page({}, "-score"),
         "backend + model": lambda: run({"backend": "bfl", "model": "flux-kontext-pro"}),
@@ -288,10 +415,12 @@ def query_cases(seed: Seed, rng: random.Random, catalog: Catalog) -> dict[str, C
         "prompt text (q)": lambda: run({"q": "umbrella"}),
         "prompt text + run": lambda: run({"q": "umbrella", "run": rng.choice(seed.run_ids)}),
         "500 per page": lambda: run({}, limit=500),
-    }  # fmt: skip
+    }
 
 
-def time_queries(cases: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[float, float]]:
+def time_queries(
+    cases: dict[str, Callable[[], Any]], repeats: int
+) -> dict[str, tuple[float, float]]:
     results = {}
     for name, query in cases.items():
         for _ in range(3):
@@ -348,7 +477,7 @@ def bench(label: str, catalog: Catalog, size: int, repeats: int) -> None:
     seed = load(catalog, size, rng)
     loaded = time.perf_counter() - started
     print(f"\n## {label}, {size:,} assets (seeded in {loaded:.0f} s)\n")
-    print(f"| query | p50 ms | p95 ms |\n|---|---:|---:|")
+    print("| query | p50 ms | p95 ms |\n|---|---:|---:|")
     for name, (p50, p95) in time_queries(query_cases(seed, rng, catalog), repeats).items():
         print(f"| {name} | {p50:.1f} | {p95:.1f} |", flush=True)
 

@@ -9,9 +9,9 @@ and 38 single blocks, 24 heads of 128, 11.9B parameters) built from its
 published config with random bf16 weights directly on the GPU, so nothing is
 downloaded. The VAE has the FLUX.1 config, also random. The text encoders
 are one-layer models with the real output widths (T5: 512 tokens x 4096,
-CLIP pooled: 768), so the transformer sees inputs of the real shapes while
-prompt encoding costs almost nothing; the real T5-XXL encoder would add
-its own time to every uncached prompt.
+CLIP pooled: 768). So the transformer receives inputs of the real shapes,
+while prompt encoding costs almost nothing. The real T5-XXL encoder would
+add its own time to every uncached prompt.
 
 Each frame is 1024x1024 with a 1024x1024 reference for 28 steps, generated
 through the product's `KontextPipelineBackend`, so the reference latent
@@ -91,8 +91,11 @@ T5_WIDTH = 4096
 CLIP_WIDTH = 768
 FULL_TEXT_TOKENS = 512
 
-# Dense (no sparsity) bf16 tensor-core peaks in TFLOPS, from NVIDIA's data
-# sheets; matched against torch.cuda.get_device_name, first match wins.
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOPS, matched against
+# torch.cuda.get_device_name, first match wins. NVIDIA's H100 table gives
+# 1,979 (SXM) and 1,513 (PCIe) TFLOPS with sparsity, half that without.
+# The H200 has the H100 SXM's compute with more memory. A100: 312, as
+# published by NVIDIA (not rechecked here).
 PEAK_BF16_TFLOPS = (
     ("H100 PCIe", 756.0),
     ("H200", 989.0),
@@ -162,7 +165,10 @@ def build_transformer(config: dict[str, Any], scale: Scale, seed: int) -> FluxTr
 
 
 def build_full_pipeline(scale: Scale) -> FluxKontextPipeline:
-    """A Kontext pipeline with the full VAE and thin text encoders of the real widths, no transformer."""
+    """Build a Kontext pipeline without a transformer: the full VAE and thin text encoders.
+
+    The text encoders have one layer each and the real output widths.
+    """
     tiny = build_tiny_kontext_pipeline(0)
     clip = CLIPTextModel(
         CLIPTextConfig(
@@ -218,19 +224,23 @@ def tokens_per_step(config: dict[str, Any], scale: Scale, with_reference: bool) 
 def transformer_flops(config: dict[str, Any], image_tokens: int, text_tokens: int) -> float:
     """Estimate the FLOPs of one transformer call from its config and token counts.
 
-    Both block types hold 12 d^2 weights used once per token (double blocks:
-    qkv 3d^2, output 1d^2, MLP 8d^2 per stream; single blocks: qkv 3d^2,
-    MLP-in 4d^2, output 5d^2), and joint attention costs 4 L^2 d (QK^T and
-    PV), with L all tokens. Embedding and output layers add under 1 percent
+    Both block types hold 12 d^2 weights used once per token. A double block
+    has qkv 3d^2, output 1d^2 and MLP 8d^2 per stream, a single block qkv
+    3d^2, MLP input 4d^2 and output 5d^2. Joint attention costs 4 L^2 d for
+    QK^T and PV, with L all tokens. Embedding and output layers add under 1 percent
     and are counted too. One multiply-add is two FLOPs.
     """
     width = config["num_attention_heads"] * config["attention_head_dim"]
     tokens = image_tokens + text_tokens
     blocks = config["num_layers"] + config["num_single_layers"]
     per_block = 2 * 12 * width * width * tokens + 4 * tokens * tokens * width
-    embeddings = 2 * width * (
-        config["in_channels"] * image_tokens * 2  # x_embedder and proj_out
-        + config["joint_attention_dim"] * text_tokens
+    embeddings = (
+        2
+        * width
+        * (
+            config["in_channels"] * image_tokens * 2  # x_embedder and proj_out
+            + config["joint_attention_dim"] * text_tokens
+        )
     )
     return float(blocks * per_block + embeddings)
 
@@ -291,7 +301,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def peak_memory_gib(device: torch.device) -> float:
-    """Peak GPU memory allocated since the last reset; on the CPU the process's peak RSS."""
+    """Return the peak GPU memory since the last reset, or on the CPU the process's peak RSS."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -364,7 +374,7 @@ def run_mode(
 
 
 class _StepCounter:
-    """Counts the steps in which the last single block ran, to report First Block Cache skips."""
+    """Counter of the steps in which the last single block ran, for First Block Cache skips."""
 
     def __init__(self, transformer: FluxTransformer2DModel) -> None:
         self.computed = 0
@@ -405,20 +415,47 @@ def estimate_seconds(name: str, plain: ModeResult | None, images: int) -> float 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="64x64 frames of the tiny model on the CPU")
-    parser.add_argument("--modes", default=",".join(DEFAULT_MODES), help="comma-separated modes, run in order")
-    parser.add_argument("--images", type=int, default=2, help="timed images per mode (median is printed)")
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (28; 4 with --tiny)")
-    parser.add_argument("--size", type=int, default=None, help="frame and reference side in pixels (1024; 64 with --tiny)")
-    parser.add_argument("--decode", action="store_true", help="include VAE decoding and PNG encoding")
-    parser.add_argument("--fbc-threshold", type=float, default=0.2, help="First Block Cache threshold")
+    parser.add_argument(
+        "--tiny", action="store_true", help="64x64 frames of the tiny model on the CPU"
+    )
+    parser.add_argument(
+        "--modes", default=",".join(DEFAULT_MODES), help="comma-separated modes, run in order"
+    )
+    parser.add_argument(
+        "--images", type=int, default=2, help="timed images per mode (median is printed)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="denoising steps (28; 4 with --tiny)"
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="frame and reference side in pixels (1024; 64 with --tiny)",
+    )
+    parser.add_argument(
+        "--decode", action="store_true", help="include VAE decoding and PNG encoding"
+    )
+    parser.add_argument(
+        "--fbc-threshold", type=float, default=0.2, help="First Block Cache threshold"
+    )
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend")
-    parser.add_argument("--budget-s", type=float, default=450.0, help="skip modes that would end after this many seconds")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=450.0,
+        help="skip modes that would end after this many seconds",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write the results to this file"
+    )
     args = parser.parse_args(argv)
+
     unknown = [mode for mode in args.modes.split(",") if mode not in MODES]
     if unknown:
-        parser.error(f"--modes: unknown mode(s) {', '.join(unknown)}; known modes are {', '.join(MODES)}")
+        parser.error(
+            f"--modes: unknown mode(s) {', '.join(unknown)}; known modes are {', '.join(MODES)}"
+        )
     if args.images < 1:
         parser.error(f"--images: must be at least 1, got {args.images}")
     if args.size is not None and (args.size < 16 or args.size % 16):
@@ -471,7 +508,11 @@ def main(argv: list[str] | None = None) -> int:
         estimate = estimate_seconds(name, plain, args.images)
         elapsed = time.perf_counter() - started
         if estimate is not None and elapsed + estimate > args.budget_s:
-            result = ModeResult(name, f"skipped: about {estimate:.0f} s needed, {args.budget_s - elapsed:.0f} s of the budget left")
+            result = ModeResult(
+                name,
+                f"skipped: about {estimate:.0f} s needed, "
+                f"{args.budget_s - elapsed:.0f} s of the budget left",
+            )
         else:
             try:
                 result = run_mode(name, pipeline, config, scale, args, flops_per_image, peak)
@@ -492,7 +533,11 @@ def print_result(result: ModeResult) -> None:
     if result.status != "ok":
         print(f"{result.mode:<12} {result.status}")
         return
-    fraction = f"{result.peak_fraction:.1%} of peak" if result.peak_fraction is not None else "peak unknown"
+    fraction = (
+        f"{result.peak_fraction:.1%} of peak"
+        if result.peak_fraction is not None
+        else "peak unknown"
+    )
     print(
         f"{result.mode:<12} {result.seconds_per_image:8.3f} s/image  {fraction:>14}  "
         f"first call {result.first_call_s:7.1f} s  peak memory {result.peak_memory_gib:6.2f} GiB"

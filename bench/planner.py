@@ -8,7 +8,7 @@ peak memory is measured with tracemalloc: Python allocations only, so
 SQLite's own page cache is not counted. With
 --catalog, the plan is also inserted into a fresh SQLite catalog with
 `Catalog.create_run_batched` and, for comparison, with `create_run`, which
-holds the whole plan in a list.
+builds a list of the whole plan.
 """
 
 from __future__ import annotations

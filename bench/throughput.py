@@ -1,11 +1,13 @@
 """Compare frames per second of a plain diffusers loop with `onmodel run` on one actor.
 
-Usage: python bench/throughput.py [--frames 64] [--size 256] [--steps 4] [--repeat 3] [--keep DIR]
+Usage: python bench/throughput.py [--frames 64] [--size 256] [--steps 4] [--repeat 3]
+    [--worker-niceness N] [--keep DIR]
 
 All three measurements generate the same frames with the tiny Kontext
-pipeline (random weights, CPU, one torch thread) from one storyboard: 8
-scenes of `--frames / 8` variants, each with one or two character
-references and a style image composed onto one conditioning canvas.
+pipeline (random weights, CPU, one torch thread) from one storyboard of 8
+scenes with `--frames / 8` variants each. Every frame has one or two
+character references and a style image, composed onto one conditioning
+canvas.
 
 (a) a plain diffusers loop in this process: the pipeline is called with
     the prompt and the canvas image for every frame, and each image is
@@ -18,9 +20,11 @@ references and a style image composed onto one conditioning canvas.
     and actor start-up (pipeline build) are timed separately and not
     counted, as they are paid once per driver and per actor.
 
-The target is (c) at 0.9 of (a) or better. After (c) the attempts' own
-generation seconds from the catalog show where the rest of the wall time
-went (driver and queueing overhead).
+The three are measured in turn in every repetition, and medians are
+printed, so a ratio stays fair while the machine's speed drifts. The target
+is (c) at 0.9 of (a) or better. The attempts' own generation seconds from
+the catalog show how much of (c)'s wall time went to the driver, transfers
+and queueing.
 """
 
 from __future__ import annotations
@@ -110,7 +114,7 @@ def write_spec(folder: Path, frames: int, size: int, steps: int) -> Path:
 
 
 def frame_inputs(loaded: LoadedSpec) -> list[tuple[str, bytes, int, int, int, int]]:
-    """Return (prompt, canvas PNG, width, height, steps, seed) of every first attempt, in plan order."""
+    """Return (prompt, canvas PNG, width, height, steps, seed) per first attempt, in plan order."""
     storyboard = loaded.storyboard
     style = loaded.style.png if loaded.style is not None else None
     frames = []
@@ -173,7 +177,7 @@ def time_backend_loop(frames: list[tuple[str, bytes, int, int, int, int]]) -> fl
 
 
 class RunnerBench:
-    """(c): Ray started once, then per run a fresh actor (timed apart) and one run of the storyboard."""
+    """(c): Ray started once, then per run a fresh actor (timed apart) and the storyboard's run."""
 
     def __init__(self, folder: Path, spec_path: Path) -> None:
         import ray
@@ -274,23 +278,31 @@ def print_report(figures: dict[str, float], args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=64, help="frames to generate, a multiple of 8")
-    parser.add_argument("--size", type=int, default=256, help="frame side in pixels, a multiple of 16")
+    parser.add_argument(
+        "--frames", type=int, default=64, help="frames to generate, a multiple of 8"
+    )
+    parser.add_argument(
+        "--size", type=int, default=256, help="frame side in pixels, a multiple of 16"
+    )
     parser.add_argument("--steps", type=int, default=4, help="denoising steps per frame")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions; medians are printed")
     parser.add_argument(
         "--worker-niceness",
         type=int,
         default=None,
-        help="nice value of Ray's worker processes (Ray's default is 15; the loops in (a) and (b) run at this process's)",
+        help=(
+            "nice value of Ray's worker processes (Ray's default is 15); "
+            "(a) and (b) run at this process's"
+        ),
     )
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat: must be at least 1, got {args.repeat}")
     if args.worker_niceness is not None:
-        # The raylet reads RayConfig entries from RAY_<name> variables when it starts.
-        os.environ["RAY_worker_niceness"] = str(args.worker_niceness)
+        # The raylet reads its config entry worker_niceness from this exact,
+        # lower-case variable name when it starts.
+        os.environ["RAY_worker_niceness"] = str(args.worker_niceness)  # noqa: SIM112
     torch.set_num_threads(1)
     quiet_library_logs()
 

@@ -3,10 +3,13 @@
 Ray restarts a crashed actor by itself (`max_restarts`), but calls made
 while it restarts fail at once with ActorUnavailableError, and once its
 restarts are used up every call fails with ActorDiedError. The pool keeps
-work away from such an actor: an actor whose call failed is taken out of
-service and probed with `info()` until it answers (back in service), Ray
-reports it dead for good (replaced while the pool's budget lasts), or it
-stays silent past `actor_start_timeout_s` (killed, then replaced).
+work away from such an actor. An actor whose call failed is taken out of
+service and probed with `info()` until one of three things happens:
+
+- a probe succeeds, and the actor is back in service;
+- Ray reports it dead for good, and it is replaced while the budget lasts;
+- no probe succeeds within `actor_start_timeout_s`, and it is killed and
+  replaced.
 """
 
 from __future__ import annotations
@@ -76,8 +79,8 @@ class ActorPool:
         """Create the actors, wait until each has loaded its model, and return their `info()`.
 
         Raises Ray's RayActorError when an actor fails to start and
-        GetTimeoutError when they take longer than `actor_start_timeout_s`;
-        the actors are killed first.
+        GetTimeoutError when they take longer than `actor_start_timeout_s`.
+        The actors are killed before either is raised.
         """
         import ray
 
@@ -197,14 +200,14 @@ class ActorPool:
         self._checking.clear()
 
 
-# Lines of Ray's actor errors that say why the actor died, most specific first.
+# Markers of the line in a Ray actor error that gives the cause of death, most specific first.
 _CAUSE_MARKERS = ("BackendLoadError: ", "ValueError: ", "OSError: ", "The actor is dead because")
-# Longest error text kept from a Ray error; its full text repeats the worker's log.
+# Maximum length of the text kept from a Ray error, whose full text repeats the worker's log.
 MAX_ERROR_CHARS = 300
 
 
 def describe_actor_error(exc: BaseException) -> str:
-    """Return the line of a Ray actor error that says why the actor died, shortened."""
+    """Return the line of a Ray actor error that gives the cause of death, shortened."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__

@@ -68,9 +68,9 @@ def pick_frame(ready_sizes: Sequence[Size | None], last_size: Size | None, windo
 
     ready_sizes lists the (width, height) of the ready frames in queue order,
     with None for a frame that this actor cannot run (another backend or
-    model). The first of the first `window` frames whose size equals
-    `last_size` is chosen; otherwise, or when the actor has had no frame,
-    the head of the queue (index 0). A frame is passed over by at most
+    model). The first frame among the first `window` whose size equals
+    `last_size` is chosen. Without such a frame, or when the actor has had
+    no frame, the head of the queue (index 0) is chosen. A frame is passed over by at most
     `window` - 1 later frames each time, so none waits long. Raises
     ValueError when window < 1.
     """
@@ -78,8 +78,8 @@ def pick_frame(ready_sizes: Sequence[Size | None], last_size: Size | None, windo
         raise ValueError(f"window: must be at least 1, got {window}")
     if last_size is None:
         return 0
-    wanted = tuple(last_size)
+    target = tuple(last_size)
     for index, size in enumerate(ready_sizes[:window]):
-        if size is not None and tuple(size) == wanted:
+        if size is not None and tuple(size) == target:
             return index
     return 0

@@ -22,8 +22,9 @@ from orchestrator import output
 from orchestrator.app_state import open_backends
 from schemas.catalog import AssetRow
 from schemas.errors import OnModelError
+from storage.filters import parse_filters
 from storage.objects import ObjectStore
-from storage.queries import DEFAULT_PAGE_SIZE, DEFAULT_SORT, MAX_PAGE_SIZE, SORT_KEYS, parse_filters
+from storage.queries import DEFAULT_PAGE_SIZE, DEFAULT_SORT, MAX_PAGE_SIZE, SORT_KEYS
 from storage.reviews import MarkKind, summarize_marks
 
 assets_app = typer.Typer(help="Query, export and review cataloged assets.", no_args_is_help=True)

@@ -25,7 +25,7 @@ class Call:
     """One remote call on an actor: generating or scoring one attempt."""
 
     kind: str
-    # What the call works on; the run loop passes its in-flight attempt.
+    # The in-flight attempt that the call works on.
     flight: Any
     actor: Any
     pool: ActorPool
@@ -78,7 +78,7 @@ class CallTracker:
                 queue[0].started = max(queue[0].started, time.monotonic())
 
     def wait(self, timeout: float) -> list[Call]:
-        """Wait up to `timeout` s for a result; return every finished call in submission order.
+        """Wait up to `timeout` seconds for a result, then return the finished calls in order.
 
         The returned calls are no longer tracked as in flight, but stay in
         their actor's queue until `finish` or `lose_actor`.
@@ -96,10 +96,10 @@ class CallTracker:
         return [self._calls.pop(ref) for ref in refs if ref in ready_set]
 
     def lose_actor(self, call: Call) -> list[Call]:
-        """Drop every call of `call.actor`, which died; return them, the running one first.
+        """Drop every call of `call.actor`, which died, and return them, the running one first.
 
         The results of the other calls fail too. Each is marked `lost` and is
-        no longer tracked, so a caller that holds it from `wait` must skip it.
+        no longer tracked, so a caller that got it from `wait` must skip it.
         """
         queue = self._queues.pop(call.actor, deque())
         if call not in queue:

@@ -3,7 +3,7 @@
 A run writes to the catalog for every attempt, so a short database outage
 (a PostgreSQL restart or failover, a connection dropped by a proxy, SQLite's
 write lock held past its busy timeout) would otherwise fail the whole run.
-The driver wraps its catalog in `RetryingCatalog`; errors that a retry
+The driver wraps its catalog in `RetryingCatalog`. Errors that a retry
 cannot fix (a missing table, a constraint violation, a full disk) are
 raised at once.
 

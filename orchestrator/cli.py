@@ -97,7 +97,9 @@ def run(
 @user_errors
 def resume(
     run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object at the end.")
+    ] = False,
     force: Annotated[
         bool,
         typer.Option(
@@ -191,7 +193,9 @@ def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
 
 @runs_app.command("cancel")
 @user_errors
-def runs_cancel(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")]) -> None:
+def runs_cancel(
+    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+) -> None:
     """Stop a run: no new frames start, frames in flight finish, the run ends cancelled.
 
     A live driver notices within about a second and stops once its frames in

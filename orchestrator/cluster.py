@@ -46,7 +46,10 @@ def ensure_ray(settings: Settings) -> None:
         )
     else:
         logger.info("starting a local Ray on 127.0.0.1")
+        # "local" starts a private Ray for this process instead of joining a
+        # cluster that `ray start` may have left running on the machine.
         ray.init(
+            address="local",
             include_dashboard=False,
             log_to_driver=True,
             logging_level=logging.WARNING,

@@ -5,10 +5,11 @@ refers to it, so a driver that dies in between leaves an orphan object,
 never a row without its object. `collect_garbage` removes orphans older
 than a grace period and the temp files of interrupted local writes.
 
-An object is kept when an asset or an attempt refers to it, when stored
-run options refer to it (the reference and style images that `submit`
-stores, also for schedules), or when it is younger than the grace period,
-because its row may still be on its way.
+An object is kept when an asset, an attempt or stored run options refer
+to it. Run options are where the reference and style images that `submit`
+stores are referenced, for runs and for schedules. An unreferenced object
+younger than the grace period is kept too, because its row may still be
+on its way.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class GcReport:
-    """What one garbage collection found and did."""
+    """The findings and deletions of one garbage collection."""
 
     dry_run: bool
     grace_s: float

@@ -71,7 +71,7 @@ def fill_template(parts: Sequence[TemplatePart], values: dict[str, MatrixValue])
 
 @dataclass(frozen=True)
 class _ScenePlan:
-    """What every frame of one scene shares, worked out once per scene."""
+    """Settings shared by every frame of one scene, worked out once per scene."""
 
     scene: Scene
     axes: list[str]

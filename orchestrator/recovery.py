@@ -1,4 +1,4 @@
-"""Find runs whose driver process is gone, and resume, fail or leave them; cancel runs.
+"""Find runs whose driver process is gone and resume, fail or leave them. Cancel runs.
 
 A run records its driver as `host:pid`. A run left `running` by a driver
 that died (SIGKILL, OOM kill, power loss) or `interrupted` by one that
@@ -51,7 +51,7 @@ _active_lock = threading.Lock()
 class DriverStatus(StrEnum):
     ALIVE = "alive"
     DEAD = "dead"
-    # On another host, or not in `host:pid` form: liveness cannot be checked here.
+    # The driver is on another host or not in `host:pid` form, so it cannot be checked here.
     UNKNOWN = "unknown"
 
 
@@ -75,9 +75,9 @@ def driving(run_id: str) -> Iterator[None]:
 def driver_status(driver: str | None, run_id: str) -> DriverStatus:
     """Return whether the driver recorded for `run_id` is still running it.
 
-    NOTE: a dead driver's pid that the kernel has given to an unrelated
-    process makes the driver look alive; the run is then left alone until
-    `onmodel resume --force`.
+    NOTE: when the kernel gives a dead driver's pid to an unrelated process,
+    the driver looks alive. The run is then left alone until `onmodel resume
+    --force`.
     """
     if not driver:
         return DriverStatus.DEAD
@@ -106,7 +106,7 @@ def process_alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return True  # no /proc (macOS): os.kill succeeding is all we know
+        return True  # without /proc (macOS), the successful os.kill is all there is
     # The state letter follows the command name, which is in parentheses and may contain spaces.
     state = stat.rpartition(")")[2].split()[0]
     return state not in ("Z", "X")
@@ -138,15 +138,17 @@ def resume_interrupted(
     runner_factory: Callable[[], Runner],
     policy: RecoveryPolicy = "resume",
 ) -> list[str]:
-    """Apply `policy` to every run whose driver is gone; return the ids of the runs it handled.
+    """Apply `policy` to every run whose driver is gone, and return the ids of the runs handled.
 
-    resume: run each one to its end in this thread, one after another, with
-    one runner from `runner_factory` (shut down at the end); a run whose
-    resume fails is logged and the next one is tried. fail: mark each one
-    failed, with the command that resumes it as its error. leave: only log
-    them. A run that another process claims first is skipped and not
-    returned. The HTTP service calls this on start; call it from a
-    background thread where blocking until the runs finish is unwanted.
+    - resume: run each one to its end in this thread, one after another,
+      with one runner from `runner_factory`, which is shut down at the end.
+      A run whose resume fails is logged, and the next one is tried.
+    - fail: mark each one failed, with the command that resumes it as error.
+    - leave: only log them.
+
+    A run that another process claims first is skipped and not returned.
+    The HTTP service calls this on start. It blocks until the runs finish,
+    so a service calls it from a background thread.
     """
     if policy not in POLICIES:
         raise ValueError(f"policy: {policy!r} is invalid; use one of: {', '.join(POLICIES)}")
@@ -225,7 +227,7 @@ class RunStateError(OnModelError, ValueError):
 
 
 def cancel_run(catalog: Catalog, run_id: str) -> CancelOutcome:
-    """Cancel a run: its driver, if alive, stops starting frames; without one, the run ends here.
+    """Cancel a run. A live driver stops starting frames, and a run without one ends here.
 
     A driver polls the run's state about once a second. It lets the frames
     in flight finish, marks the frames it had not started cancelled and

@@ -3,8 +3,8 @@
 What a failure costs (the limits are in `Settings`):
 
 - The generator raises, or the image cannot be stored: the attempt fails and
-  the frame is retried after a backoff, up to `frame_max_errors` times; then
-  it ends `failed` with the error text and the run goes on.
+  the frame is retried after a backoff, up to `frame_max_errors` times. After
+  that the frame ends `failed` with the error text, and the run goes on.
 - An actor process dies, or hangs past its timeout and is killed: the call
   it was running counts as such an error; calls queued behind it go back to
   the queue without counting. The actor stays out of service until Ray has
@@ -95,7 +95,7 @@ class _InFlight:
 
 
 class RunLoop:
-    """The scheduling loop of one run; separate from Runner so its state dies with the run."""
+    """The scheduling loop of one run, apart from Runner so that its state dies with the run."""
 
     def __init__(
         self, runner: Runner, context: RunContext, should_stop: Callable[[], bool] | None

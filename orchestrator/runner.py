@@ -1,10 +1,10 @@
 """Run runs: claim a run for this process, start the actor pools, hand over to the run loop.
 
 The runner is the only writer of a run's state. It reads the run back from
-the catalog at start, so a fresh run and a resumed one take the same path:
-final frames are skipped, attempts left running by a dead driver are marked
-abandoned and their frames start a new attempt. How each failure is handled
-is described in `orchestrator.run_loop`; catalog calls retry transient
+the catalog at start, so a fresh run and a resumed one take the same path.
+Final frames are skipped, and attempts left running by a dead driver are
+marked abandoned, so their frames start a new attempt. `orchestrator.run_loop`
+describes how each failure is handled. Catalog calls retry transient
 database errors (`orchestrator.catalog_retry`), and a permanent one fails
 the run.
 """
@@ -61,7 +61,7 @@ class Runner:
     """Run runs on a Ray cluster with one pool of generator actors per (backend, model).
 
     `run` starts a local Ray when none is connected, and `shutdown` stops the
-    Ray that this runner started; a Ray that was running before is left as is.
+    Ray that this runner started. A Ray that was running before is left as is.
     """
 
     def __init__(
@@ -95,10 +95,11 @@ class Runner:
         """Run (or resume) a run to its end and return its summary.
 
         A completed or cancelled run is returned as it is. Raises
-        UserFacingRunError when a live driver runs it already; `force` takes
-        over a run whose driver is on another host, where this process cannot
-        check whether it is alive. In the main thread, SIGTERM stops the run
-        as Ctrl-C does: it ends `interrupted` and SystemExit(143) is raised.
+        UserFacingRunError when a live driver runs it already. `force` takes
+        over a run whose driver is on another host, because this process
+        cannot check whether that driver is alive. In the main thread, SIGTERM
+        stops the run as Ctrl-C does: the run ends `interrupted` and
+        SystemExit(143) is raised.
         """
         run = self.catalog.get_run(run_id)
         if run.state in (RunState.COMPLETED, RunState.CANCELLED):
@@ -201,8 +202,8 @@ class Runner:
     def _sigterm_stops_run(self) -> Iterator[None]:
         """Turn SIGTERM into a flag that the run loop turns into SystemExit between two steps.
 
-        Replaces only the default action and Ray's driver handler (which
-        raises SystemExit wherever the driver happens to be); a server's own
+        Replaces only the default action and Ray's driver handler, which
+        raises SystemExit wherever the driver happens to be. A server's own
         handler is left alone. A second SIGTERM exits at once, for a driver
         that is blocked, e.g. waiting for a model to load.
         """

@@ -11,9 +11,9 @@ added for the daylight-saving fall-back:
   occurrence, unless the expression's hour field is `*`: such an expression
   keeps its real-time rhythm and fires in both passes of the repeated hour.
 
-A fire is claimed by inserting its row (storage.schedules); the row and its
-run are committed together, so a fire starts one run even with several
-schedulers ticking at once.
+A fire is claimed by inserting its row (see storage.schedules). The row and
+its run are committed together, so a fire starts one run even when several
+schedulers tick at once.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from storage.catalog import Catalog
 from storage.models import utcnow
 from storage.objects import ObjectStore
 from storage.schedules import (
+    FireRow,
     FireStatus,
     MissedPolicy,
     OverlapPolicy,
@@ -340,7 +341,7 @@ def _tick_schedule(
     late_s = (now - latest).total_seconds()
     outcomes: list[FireOutcome] = []
 
-    def record(fire: Any) -> None:
+    def record(fire: FireRow | None) -> None:
         if fire is not None:
             outcomes.append(
                 FireOutcome(
@@ -391,7 +392,7 @@ def _fire(
     schedule: ScheduleRow,
     fire_time: datetime,
     detail: str | None,
-) -> Any:
+) -> FireRow | None:
     row = catalog.get_storyboard(schedule.storyboard_id)
     try:
         storyboard = Storyboard.model_validate(row.spec)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -190,6 +190,16 @@ _PLACEHOLDER = re.compile(r"^([a-z0-9_-]+)(?:\.([a-z]+))?$")
 TemplatePart = str | tuple[str, str]
 
 
+def _admit_shorthand(schema: dict[str, Any]) -> None:
+    # The JSON Schema of a matrix value also admits the plain-string and number shorthand.
+    value_object = {k: v for k, v in schema.items() if k not in ("title", "description")}
+    for key in value_object:
+        del schema[key]
+    # `text` may be left out of the object: it defaults to the id.
+    value_object["required"] = ["id"]
+    schema["anyOf"] = [value_object, {"type": "string", "minLength": 1}, {"type": "number"}]
+
+
 class MatrixValue(_Strict):
     """One value of a matrix axis: `id` labels its frames, `text` fills its placeholders.
 
@@ -197,6 +207,8 @@ class MatrixValue(_Strict):
     string and its id is the string lower-cased, with every run of other
     characters than a-z, 0-9, `_` and `-` replaced by `-`.
     """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_admit_shorthand)
 
     id: Identifier
     text: Text
@@ -381,7 +393,9 @@ class Storyboard(_Strict):
                     f"matrix axes are: {', '.join(self.matrix)}"
                 )
             if axes.index(axis) != j:
-                raise ValueError(f"scenes[{i}].axes[{j}]: axis {axis!r} is listed twice")
+                raise ValueError(
+                    f"scenes[{i}].axes[{j}]: axis {axis!r} is listed twice; list it once"
+                )
 
         texts = [("prompt", scene.prompt)] + [(f"edits[{k}]", e) for k, e in enumerate(scene.edits)]
         for where, text in texts:

@@ -37,6 +37,7 @@ from schemas.records import (
 from storage import migrate, queries
 from storage.engine import READ_ONLY, SQLITE_BUSY_TIMEOUT_MS, create_catalog_engine
 from storage.errors import AmbiguousIdError, DuplicateRowError
+from storage.filters import AssetFilters
 from storage.models import (
     Asset,
     AssetCharacter,
@@ -48,7 +49,7 @@ from storage.models import (
     utcnow,
 )
 from storage.objects import check_key
-from storage.queries import DEFAULT_PAGE_SIZE, DEFAULT_SORT, AssetFilters, AssetPage
+from storage.queries import DEFAULT_PAGE_SIZE, DEFAULT_SORT, AssetPage
 from storage.reviews import MarkKind, ReviewMarkRow, check_mark, review_mark_row
 from storage.rows import (
     asset_row,
@@ -817,7 +818,7 @@ class Catalog:
     ) -> str:
         """Insert a pending run and its frames in one transaction, consuming `frames` lazily.
 
-        Behaves as `create_run`, but holds at most `FRAME_INSERT_BATCH`
+        Behaves as `create_run`, but keeps at most `FRAME_INSERT_BATCH`
         planned frames and the set of frame keys in memory.
         """
         with self._session(write=True) as session:
@@ -987,8 +988,8 @@ class Catalog:
         """Set the run's state as `set_run_state` does, if its state and driver are as expected.
 
         Of several processes that race to claim, cancel or fail one run,
-        exactly one sees True: the row is locked while it is compared and
-        changed. `expected_driver=None` matches a run with no driver recorded;
+        exactly one gets True, because the row is locked while it is
+        compared and changed. `expected_driver=None` matches a run with no driver recorded;
         `driver=None` keeps the stored driver.
         """
         state = _parse_enum(RunState, state, "state")

@@ -114,6 +114,8 @@ class LocalObjectStore(ObjectStore):
         key, _ = key_for(data, suffix)
         path = self.root / key
         if path.exists():
+            # A fresh modification time keeps a re-stored object inside gc's grace period.
+            os.utime(path)
             return key
 
         try:

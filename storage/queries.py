@@ -1,4 +1,4 @@
-"""Asset list queries: filters, allow-listed sort keys and cursor pagination.
+"""Asset list queries: filter terms, allow-listed sort keys and cursor pagination.
 
 `build_asset_page_query` is the catalog's main list query. It reads only the
 `assets` table, with indexed subqueries for characters, storyboards and
@@ -10,38 +10,38 @@ SQL are constants of this module.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import ColumnElement, Select, and_, exists, literal_column, or_, select, text
-from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
+from pydantic import BaseModel
+from sqlalchemy import ColumnElement, Select, String, and_, any_, bindparam, or_, select, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from schemas.catalog import AssetRow
-from schemas.errors import OnModelError
-from schemas.records import FrameState, Verdict
 from storage.cursors import CursorError, decode_cursor, encode_cursor
+from storage.filters import NEEDS_REVIEW, AssetFilters, InvalidQueryError
 from storage.models import (
-    LABEL_MARK_KINDS,
     Asset,
     AssetCharacter,
     ReviewMark,
     Run,
     Storyboard,
 )
-from storage.reviews import MAX_TAG_LENGTH, MarkKind, Rating
+from storage.reviews import (
+    MarkKind,
+    asset_rating_is,
+    label_kind_is,
+)
 
 # Page sizes. The cap bounds the work and the response size of one request,
 # and clients read further pages with the cursor.
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 DEFAULT_SORT = "-created_at"
-# Seeds are stored as signed 64-bit integers (BIGINT).
-MAX_SEED = 2**63 - 1
 # A character or tag filter that matches at most this many assets is first
 # resolved to those asset ids, and the page is read by primary key. Above it,
 # the database walks the sort index and checks each asset against the filter,
@@ -51,114 +51,6 @@ MAX_CANDIDATES = 8000
 # Shortest run or storyboard id prefix that a filter expands.
 MIN_ID_PREFIX = 4
 FULL_ID = re.compile(r"^[0-9a-f]{32}$")
-
-# `verdict=needs_review` selects by the asset's state: its attempts ran out
-# and the best one was kept for a person to judge.
-NEEDS_REVIEW = FrameState.NEEDS_REVIEW.value
-VERDICT_FILTERS = (*(verdict.value for verdict in Verdict), NEEDS_REVIEW)
-UNRATED = "unrated"
-
-
-class InvalidQueryError(OnModelError, ValueError):
-    """A filter, sort key, page size or cursor that is invalid; names the field and value."""
-
-    def __init__(self, field: str, value: object, message: str) -> None:
-        self.field = field
-        self.value = value
-        self.message = message
-        super().__init__(f"{field}: {message}")
-
-
-# Filters
-
-
-def _reject_control_characters(value: str | None) -> str | None:
-    # PostgreSQL rejects NUL in text, which would surface as a server error.
-    if value is not None and any(ord(char) < 32 or ord(char) == 127 for char in value):
-        raise ValueError("must not contain control characters")
-    return value
-
-
-Name = Annotated[str, Field(min_length=1, max_length=255)]
-
-
-class AssetFilters(BaseModel):
-    """Asset filters; every field left as None matches all assets."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    run: Name | None = Field(default=None, description="Run id or unique id prefix.")
-    storyboard: Name | None = Field(default=None, description="Storyboard id, id prefix or name.")
-    scene: Name | None = Field(default=None, description="Scene id from the spec.")
-    character: Name | None = Field(default=None, description="Character id from the spec.")
-    verdict: str | None = Field(
-        default=None,
-        description="Identity verdict (on_model, drifted, no_face, missing, copy, unscored) "
-        "or needs_review.",
-    )
-    min_score: float | None = Field(default=None, allow_inf_nan=False)
-    max_score: float | None = Field(default=None, allow_inf_nan=False)
-    backend: Name | None = None
-    model: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
-    tag: Annotated[str, Field(min_length=1, max_length=MAX_TAG_LENGTH)] | None = None
-    rating: str | None = Field(
-        default=None, description="Latest rating: approve, reject or unrated."
-    )
-    since: datetime | None = Field(
-        default=None, description="Created at or after (ISO 8601; UTC if no zone)."
-    )
-    until: datetime | None = Field(
-        default=None, description="Created before (ISO 8601; UTC if no zone)."
-    )
-    q: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
-        default=None, description="Text the prompt contains, case-insensitive."
-    )
-
-    _no_control = field_validator(
-        "run", "storyboard", "scene", "character", "backend", "model", "tag", "q"
-    )(_reject_control_characters)
-
-    @field_validator("verdict")
-    @classmethod
-    def _check_verdict(cls, value: str | None) -> str | None:
-        if value is not None and value not in VERDICT_FILTERS:
-            raise ValueError(f"must be one of: {', '.join(VERDICT_FILTERS)}")
-        return value
-
-    @field_validator("rating")
-    @classmethod
-    def _check_rating(cls, value: str | None) -> str | None:
-        valid = (*(rating.value for rating in Rating), UNRATED)
-        if value is not None and value not in valid:
-            raise ValueError(f"must be one of: {', '.join(valid)}")
-        return value
-
-    @field_validator("since", "until")
-    @classmethod
-    def _as_utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-    def digest(self) -> str:
-        """Return a short hash of the filters, which ties a cursor to its query."""
-        text = self.model_dump_json(exclude_none=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def parse_filters(values: dict[str, Any]) -> AssetFilters:
-    """Validate raw filter values (CLI options, query parameters) into AssetFilters.
-
-    Raises InvalidQueryError naming the first invalid field and its value.
-    """
-    try:
-        return AssetFilters.model_validate({k: v for k, v in values.items() if v is not None})
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in first["loc"]) or "filters"
-        value = first.get("input")
-        raise InvalidQueryError(field, value, f"{first['msg']}, got {value!r}") from None
 
 
 # Sorting
@@ -271,49 +163,11 @@ def _cursor_value(key: SortKey, raw: Any) -> Any:
 # The main list query
 
 
-def _label_kind(kind: MarkKind) -> ColumnElement[bool]:
-    """Match review marks of one label kind so that ix_review_marks_kind_value serves it.
-
-    SQLite uses a partial index only when the query repeats the index's own
-    WHERE term, and both databases only when that term is made of literals,
-    not bound parameters. The literals are MarkKind members, never user input.
-    """
-    labels: list[ColumnElement[str]] = [
-        literal_column(f"'{MarkKind(label).value}'") for label in LABEL_MARK_KINDS
-    ]
-    return and_(
-        ReviewMark.kind.in_(labels),
-        ReviewMark.kind == literal_column(f"'{MarkKind(kind).value}'"),
-    )
-
-
 def _id_condition(column: InstrumentedAttribute[str], table_id: Any, value: str) -> Any:
     """Match a full id exactly, or every id that starts with a prefix."""
     if FULL_ID.match(value) or len(value) < MIN_ID_PREFIX:
         return column == value
     return column.in_(select(table_id).where(table_id.startswith(value, autoescape=True)))
-
-
-def _rating_condition(rating: str) -> ColumnElement[bool]:
-    if rating == UNRATED:
-        return ~exists().where(ReviewMark.asset_id == Asset.id, ReviewMark.kind == MarkKind.RATING)
-    mark = aliased(ReviewMark)
-    newer = aliased(ReviewMark)
-    labels: list[ColumnElement[str]] = [
-        literal_column(f"'{MarkKind(label).value}'") for label in LABEL_MARK_KINDS
-    ]
-    latest_with_value = select(mark.asset_id).where(
-        # The same literal terms as in _label_kind, for the partial index.
-        mark.kind.in_(labels),
-        mark.kind == literal_column(f"'{MarkKind.RATING.value}'"),
-        mark.value == rating,
-        ~exists().where(
-            newer.asset_id == mark.asset_id,
-            newer.kind == MarkKind.RATING.value,
-            newer.id > mark.id,
-        ),
-    )
-    return Asset.id.in_(latest_with_value)
 
 
 def filter_conditions(filters: AssetFilters) -> list[ColumnElement[bool]]:
@@ -323,7 +177,7 @@ def filter_conditions(filters: AssetFilters) -> list[ColumnElement[bool]]:
     # Filters on other tables select asset ids.
     terms += [Asset.id.in_(query) for query in candidate_queries(filters)]
     if filters.rating is not None:
-        terms.append(_rating_condition(filters.rating))
+        terms.append(asset_rating_is(filters.rating))
     return terms
 
 
@@ -379,7 +233,7 @@ def candidate_queries(filters: AssetFilters) -> list[Select[Any]]:
     if filters.tag is not None:
         queries.append(
             select(ReviewMark.asset_id).where(
-                _label_kind(MarkKind.TAG), ReviewMark.value == filters.tag
+                label_kind_is(MarkKind.TAG), ReviewMark.value == filters.tag
             )
         )
     return queries
@@ -398,6 +252,18 @@ def find_candidates(session: Session, filters: AssetFilters) -> list[str] | None
     return best
 
 
+def candidate_condition(ids: Sequence[str], dialect_name: str) -> ColumnElement[bool]:
+    """Match the assets with these ids, bound as parameters.
+
+    PostgreSQL gets one array parameter: thousands of separate parameters
+    in an IN list cost it more time to parse and plan than the lookups take.
+    """
+    if dialect_name == "postgresql":
+        array = bindparam("candidate_ids", list(ids), type_=postgresql.ARRAY(String))
+        return Asset.id == any_(array)
+    return Asset.id.in_(list(ids))
+
+
 def build_asset_page_query(
     filters: AssetFilters,
     order: SortOrder,
@@ -405,7 +271,7 @@ def build_asset_page_query(
     limit: int,
     *,
     null_segment: bool = False,
-    candidate_ids: Sequence[str] | None = None,
+    candidates: ColumnElement[bool] | None = None,
 ) -> Select[Any]:
     """Select (id, sort value) of up to `limit` assets that follow `after` in `order`.
 
@@ -413,13 +279,13 @@ def build_asset_page_query(
     after all others in both directions. They form a separate segment,
     ordered by id, that the caller reads with `null_segment=True` once the
     non-NULL rows run out. Splitting keeps each part an index range scan.
-    `candidate_ids` (from `find_candidates`) narrows the scan to those assets;
-    the filters still apply in full.
+    `candidates` (a `candidate_condition`) narrows the scan to a few assets
+    found beforehand; the filters still apply in full.
     """
     column = order.key.column
     query = select(Asset.id, column).where(*filter_conditions(filters))
-    if candidate_ids is not None:
-        query = query.where(Asset.id.in_(candidate_ids))
+    if candidates is not None:
+        query = query.where(candidates)
 
     if null_segment:
         query = query.where(column.is_(None))
@@ -460,11 +326,14 @@ def fetch_page_keys(
         # and 5 ms without (bench/catalog.py, PostgreSQL 15 on 2 cores).
         # SET LOCAL ends with the transaction.
         session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
-    candidates = find_candidates(session, filters)
+    candidate_ids = find_candidates(session, filters)
+    candidates = None
+    if candidate_ids is not None:
+        candidates = candidate_condition(candidate_ids, session.get_bind().dialect.name)
     in_null_segment = after is not None and after.value is None
     positions: list[CursorPosition] = []
     if not in_null_segment:
-        query = build_asset_page_query(filters, order, after, limit, candidate_ids=candidates)
+        query = build_asset_page_query(filters, order, after, limit, candidates=candidates)
         positions = [CursorPosition(value, asset_id) for asset_id, value in session.execute(query)]
     if order.key.nullable and len(positions) < limit:
         null_after = after if in_null_segment else None
@@ -474,7 +343,7 @@ def fetch_page_keys(
             null_after,
             limit - len(positions),
             null_segment=True,
-            candidate_ids=candidates,
+            candidates=candidates,
         )
         positions += [CursorPosition(None, asset_id) for asset_id, _ in session.execute(query)]
     return positions

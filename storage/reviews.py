@@ -1,4 +1,8 @@
-"""Review marks: the tags, ratings and comments that reviewers put on assets."""
+"""Review marks: the tags, ratings and comments that reviewers put on assets.
+
+Besides the checks and rows of marks, this module builds the SQL terms that
+the asset queries filter marks with.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,17 @@ from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import ColumnElement, and_, exists, literal_column, select
+from sqlalchemy.orm import aliased
 
 from schemas.errors import OnModelError
-from storage.models import ReviewMark
+from storage.models import LABEL_MARK_KINDS, Asset, ReviewMark
 
 MAX_TAG_LENGTH = 64
 MAX_COMMENT_LENGTH = 4000
 MAX_AUTHOR_LENGTH = 255
+# The rating filter's value for assets that no one has rated.
+UNRATED = "unrated"
 
 
 class MarkKind(StrEnum):
@@ -123,3 +131,45 @@ def summarize_marks(marks: Sequence[ReviewMarkRow]) -> ReviewSummary:
         rating=Rating(ratings[-1]) if ratings else None,
         comments=sum(1 for mark in marks if mark.kind is MarkKind.COMMENT),
     )
+
+
+# SQL terms
+
+
+def _literal(kind: str) -> ColumnElement[str]:
+    return literal_column(f"'{MarkKind(kind).value}'")
+
+
+def label_kind_is(kind: MarkKind) -> ColumnElement[bool]:
+    """Match review marks of one label kind so that ix_review_marks_kind_value serves it.
+
+    SQLite uses a partial index only when the query repeats the index's own
+    WHERE term, and both databases only when that term is made of literals,
+    not bound parameters. The literals are MarkKind members, never user input.
+    """
+    labels = [_literal(label) for label in LABEL_MARK_KINDS]
+    return and_(ReviewMark.kind.in_(labels), ReviewMark.kind == _literal(kind))
+
+
+def asset_rating_is(rating: str) -> ColumnElement[bool]:
+    """Match assets whose newest rating mark is `rating`, or that have none for UNRATED."""
+    if rating == UNRATED:
+        return ~exists().where(
+            ReviewMark.asset_id == Asset.id, ReviewMark.kind == MarkKind.RATING.value
+        )
+
+    mark = aliased(ReviewMark)
+    newer = aliased(ReviewMark)
+    labels = [_literal(label) for label in LABEL_MARK_KINDS]
+    latest_with_value = select(mark.asset_id).where(
+        # The same literal terms as in label_kind_is, for the partial index.
+        mark.kind.in_(labels),
+        mark.kind == _literal(MarkKind.RATING),
+        mark.value == rating,
+        ~exists().where(
+            newer.asset_id == mark.asset_id,
+            newer.kind == MarkKind.RATING.value,
+            newer.id > mark.id,
+        ),
+    )
+    return Asset.id.in_(latest_with_value)

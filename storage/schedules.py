@@ -2,9 +2,9 @@
 
 A schedule stores a storyboard (already in the catalog) with a cron
 expression, a time zone and two policies. Each handled fire time gets one
-row in `schedule_fires`; the unique constraint on (schedule_id, fire_time)
-makes the insert of that row the claim on the fire, so a fire is recorded
-and its run created at most once, however many schedulers tick at the same
+row in `schedule_fires`. The unique constraint on (schedule_id, fire_time)
+makes the insert of that row the claim on the fire. So a fire is recorded,
+and its run created, at most once, however many schedulers tick at the same
 time. The fire row and the run are committed in one transaction.
 
 Every method runs in its own short transaction, as the catalog's do, and
@@ -64,7 +64,7 @@ class FireStatus(StrEnum):
     STARTED = "started"
     SKIPPED_OVERLAP = "skipped_overlap"
     SKIPPED_MISSED = "skipped_missed"
-    # The stored storyboard could not be planned; `detail` says why.
+    # The stored storyboard could not be planned; `detail` contains the reason.
     FAILED = "failed"
 
 
@@ -362,7 +362,8 @@ class ScheduleStore:
                 session.flush()
                 row = _fire_row(fire)
         except IntegrityError:
-            self._log_lost_claim(schedule_id, fire_time)
+            if not self._is_lost_claim(schedule_id, fire_time):
+                raise
             return None
         logger.info(
             "schedule %s fire %s: %s (%s)", schedule_id, fire_time.isoformat(), status.value, detail
@@ -411,7 +412,8 @@ class ScheduleStore:
                     session.flush()
                 row = _fire_row(fire)
         except IntegrityError:
-            self._log_lost_claim(schedule_id, fire_time)
+            if not self._is_lost_claim(schedule_id, fire_time):
+                raise
             return None
         logger.info(
             "schedule %s fire %s: %s%s%s",
@@ -423,21 +425,34 @@ class ScheduleStore:
         )
         return row
 
-    def _log_lost_claim(self, schedule_id: str, fire_time: datetime) -> None:
+    def _is_lost_claim(self, schedule_id: str, fire_time: datetime) -> bool:
+        """Log and return True when an integrity error means another claim won, or no schedule.
+
+        Returns False for an integrity error with another cause, which the
+        caller re-raises.
+        """
         with self._session(write=False) as session:
             exists = session.get(Schedule, schedule_id) is not None
-        if exists:
-            logger.info(
-                "schedule %s fire %s: already recorded by another scheduler; skipped",
-                schedule_id,
-                fire_time.isoformat(),
+            recorded = session.scalar(
+                select(ScheduleFire.id).where(
+                    ScheduleFire.schedule_id == schedule_id, ScheduleFire.fire_time == fire_time
+                )
             )
-        else:
+        if not exists:
             logger.warning(
                 "schedule %s fire %s: the schedule was removed while it fired; skipped",
                 schedule_id,
                 fire_time.isoformat(),
             )
+            return True
+        if recorded is not None:
+            logger.info(
+                "schedule %s fire %s: already recorded by another scheduler; skipped",
+                schedule_id,
+                fire_time.isoformat(),
+            )
+            return True
+        return False
 
     @staticmethod
     def _active_run_ids(session: Session, schedule_id: str) -> list[str]:

@@ -1,9 +1,9 @@
 """Speed settings applied to a loaded FLUX.1 Kontext pipeline.
 
 `prepare_pipeline` places the pipeline on its device and applies, in this
-order, FP8 quantization, the First Block Cache and `torch.compile`:
-quantized weights must exist before the compiler traces them, and the
-cache hooks must be in the module before it is compiled. The per-frame
+order, FP8 quantization, the First Block Cache and `torch.compile`. The
+order matters because the compiler must trace the quantized weights and
+the cache hooks. The per-frame
 parts (VAE tiling, the cache context) are applied by `KontextPipelineBackend`.
 Each setting is described in docs/benchmarks.md.
 """
@@ -84,7 +84,11 @@ def quantize_fp8(transformer: torch.nn.Module, mode: str) -> None:
             f"options.fp8: {mode!r} needs the torchao package, which is not installed; "
             "install it with `pip install torchao` or set fp8 to 'off'"
         ) from exc
-    config = Float8WeightOnlyConfig() if mode == "weight" else Float8DynamicActivationFloat8WeightConfig()
+    config = (
+        Float8WeightOnlyConfig()
+        if mode == "weight"
+        else Float8DynamicActivationFloat8WeightConfig()
+    )
     quantize_(transformer, config)
 
 
@@ -167,7 +171,9 @@ def prepare_pipeline(
         )
 
 
-def set_vae_tiling(pipeline: FluxKontextPipeline, width: int, height: int, min_side: int | None) -> bool:
+def set_vae_tiling(
+    pipeline: FluxKontextPipeline, width: int, height: int, min_side: int | None
+) -> bool:
     """Tile the VAE for frames whose longer side is at least `min_side`; return whether it tiles."""
     tile = min_side is not None and max(width, height) >= min_side
     if tile != pipeline.vae.use_tiling:

@@ -151,9 +151,7 @@ def parse_sizes(value: object) -> tuple[tuple[int, int], ...]:
         elif isinstance(item, Sequence) and len(item) == 2:
             pair = tuple(item)
         else:
-            raise ValueError(
-                f"options.warmup_sizes: {item!r} is not a size; give [width, height]"
-            )
+            raise ValueError(f"options.warmup_sizes: {item!r} is not a size; give [width, height]")
         if not all(_is_int(side) and side > 0 and side % 16 == 0 for side in pair):  # type: ignore[operator]
             raise ValueError(
                 f"options.warmup_sizes: {item!r} has a side that is not a positive multiple of 16"

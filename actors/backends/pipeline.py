@@ -38,6 +38,7 @@ from actors.backends.options import PIPELINE_OPTIONS, FastPathOptions, parse_fas
 from actors.compose import decode_rgb
 from schemas.errors import BackendLoadError, GenerationError
 from schemas.records import GenerationRequest, GenerationResult
+from schemas.storyboard import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +216,9 @@ class KontextPipelineBackend:
         image = decode_rgb(request.conditioning_png, "request.conditioning_png")
         return fit_to_area(image, request.width, request.height, self.size_multiple)
 
-    def _embed_prompt(self, prompt: str, max_sequence_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _embed_prompt(
+        self, prompt: str, max_sequence_length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         key = (prompt, max_sequence_length)
         cached = self._prompt_cache.get(key)
         if cached is not None:
@@ -250,7 +253,9 @@ class KontextPipelineBackend:
         pixels = processor.preprocess(image, image_height, image_width)
         # The pipeline casts the image to the dtype of the prompt embeddings,
         # which is the CLIP encoder's dtype.
-        encoder = pipeline.text_encoder if pipeline.text_encoder is not None else pipeline.transformer
+        encoder = (
+            pipeline.text_encoder if pipeline.text_encoder is not None else pipeline.transformer
+        )
         pixels = pixels.to(device=pipeline._execution_device, dtype=encoder.dtype)
         # The VAE returns the mode of its latent distribution here
         # (sample_mode="argmax"), so no generator is needed.
@@ -349,7 +354,7 @@ class KontextPipelineBackend:
                 frame_key="warm-up",
                 attempt=1,
                 prompt="warm-up",
-                backend=self.name,
+                backend=Backend(self.name),
                 model=self.model,
                 width=width,
                 height=height,
@@ -360,7 +365,11 @@ class KontextPipelineBackend:
             )
             self.generate(request)
             logger.info(
-                "warmed up %s at %dx%d in %.1f s", self.name, width, height, time.perf_counter() - started
+                "warmed up %s at %dx%d in %.1f s",
+                self.name,
+                width,
+                height,
+                time.perf_counter() - started,
             )
         self.reset_stats()
 

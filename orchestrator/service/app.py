@@ -15,7 +15,7 @@ from orchestrator.service.state import ServiceState, service_state
 from orchestrator.service.submission import PayloadError
 from schemas.errors import NotFoundError, SpecError, StorageError
 from schemas.storyboard import Storyboard
-from storage.queries import InvalidQueryError
+from storage.filters import InvalidQueryError
 from storage.reviews import InvalidMarkError
 
 logger = logging.getLogger(__name__)

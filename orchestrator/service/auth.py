@@ -39,17 +39,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def token_bytes(token: SecretStr | None) -> bytes | None:
+    """Return the token's bytes, or None when it is unset or empty (ONMODEL_API_TOKEN=)."""
+    if token is None or not token.get_secret_value():
+        return None
+    return token.get_secret_value().encode()
+
+
 def check_listen_address(host: str, token: SecretStr | None) -> None:
     """Raise ServiceConfigError unless listening on `host` with `token` is safe.
 
     Without a token the API has no authentication, so it may only listen on
     loopback, where only local users reach it.
     """
-    if token is not None and len(token.get_secret_value()) < MIN_TOKEN_LENGTH:
+    secret = token_bytes(token)
+    if secret is not None and len(secret) < MIN_TOKEN_LENGTH:
         raise ServiceConfigError(
             f"ONMODEL_API_TOKEN is shorter than {MIN_TOKEN_LENGTH} characters; {TOKEN_ADVICE}"
         )
-    if token is None and not is_loopback(host):
+    if secret is None and not is_loopback(host):
         raise ServiceConfigError(
             f"--host {host!r} listens beyond loopback, but no API token is set, so anyone who "
             f"reaches the port could submit runs; {TOKEN_ADVICE}, or listen on 127.0.0.1"
@@ -60,7 +68,7 @@ class TokenAuth:
     """FastAPI dependency that checks `Authorization: Bearer <token>`; a no-op without a token."""
 
     def __init__(self, token: SecretStr | None) -> None:
-        self._expected = token.get_secret_value().encode() if token is not None else None
+        self._expected = token_bytes(token)
 
     @property
     def enabled(self) -> bool:

@@ -31,7 +31,7 @@ def serve(
     Listening on anything but loopback needs ONMODEL_API_TOKEN.
     """
     # Heavy imports (Ray Serve, FastAPI) only for this command.
-    from orchestrator.service.auth import check_listen_address
+    from orchestrator.service.auth import check_listen_address, token_bytes
     from orchestrator.service.deployment import run_service
 
     settings = load_settings()
@@ -43,7 +43,7 @@ def serve(
     check_listen_address(host, settings.api_token)
 
     def ready() -> None:
-        auth = "on" if settings.api_token is not None else "off (loopback only)"
+        auth = "on" if token_bytes(settings.api_token) else "off (loopback only)"
         output.line(f"serving on http://{host}:{port} (API docs at /docs, token auth {auth})")
 
     run_service(settings, host, port, on_ready=ready)

@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.catalog import AssetRow, RunRow
 from schemas.records import RunState, RunSummary
 from storage.cursors import MAX_CURSOR_LENGTH
+from storage.filters import AssetFilters
 from storage.objects import ObjectStore
-from storage.queries import DEFAULT_PAGE_SIZE, DEFAULT_SORT, MAX_PAGE_SIZE, AssetFilters
+from storage.queries import DEFAULT_PAGE_SIZE, DEFAULT_SORT, MAX_PAGE_SIZE
 from storage.reviews import MAX_AUTHOR_LENGTH, ReviewMarkRow, ReviewSummary
 
 # Marks made through the API without an author name.

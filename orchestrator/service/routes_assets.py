@@ -76,7 +76,12 @@ def get_image(asset_id: str, state: State) -> Response:
                 f"image of asset {asset.id} is missing from the object store "
                 f"({asset.object_key}); check the store location"
             )
-        return FileResponse(local_path, media_type="image/png", filename=f"{asset.id}.png")
+        return FileResponse(
+            local_path,
+            media_type="image/png",
+            filename=f"{asset.id}.png",
+            content_disposition_type="inline",
+        )
     presign = getattr(state.store, "presigned_url", None)
     if presign is not None:
         url = presign(asset.object_key, expires_s=IMAGE_URL_EXPIRES_S)

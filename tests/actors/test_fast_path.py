@@ -1,7 +1,7 @@
 """The speed settings of the pipeline backends, on the tiny pipeline and the CPU.
 
 Each reuse (reference latents, prompt embeddings) must give the image of the
-plain path and must skip the encoder it saves; compilation must not
+plain path and must skip the encoder it saves. Compilation must not
 recompile across frames of one size.
 """
 
@@ -76,7 +76,7 @@ def load(**options: Any) -> KontextPipelineBackend:
 
 
 class CallCounter:
-    """Counts forward calls of a module through a forward hook."""
+    """Counter of a module's forward calls, through a forward hook."""
 
     def __init__(self, module: torch.nn.Module) -> None:
         self.calls = 0
@@ -467,3 +467,41 @@ def test_worker_drops_speed_options_for_other_backends(monkeypatch: pytest.Monke
 
     assert received == [{"timeout_s": 30.0}]
     assert worker.stats() == {}
+
+
+# --- on a CUDA GPU (deselected by default: -m gpu) --------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.usefixtures("reset_dynamo")
+def test_cuda_fast_path_matches_plain(canvas: bytes) -> None:
+    plain = load_tiny_backend("tiny", {"device": "cuda", "cache_reference_latents": False})
+    fast = load_tiny_backend("tiny", {"device": "cuda", "compile": "full", "warmup_sizes": "64x64"})
+    graphs = fast.stats()["compiled_graphs"]
+
+    for seed in (1, 2):
+        request = make_request(seed=seed, conditioning_png=canvas)
+        expected = pixels(plain.generate(request).png)
+        # Inductor's fused kernels round differently from eager ones.
+        assert np.abs(pixels(fast.generate(request).png) - expected).max() <= 8
+    assert fast.stats()["compiled_graphs"] == graphs
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fp8_loads_or_names_reason(canvas: bytes) -> None:
+    capability = torch.cuda.get_device_capability()
+    try:
+        import torchao  # noqa: F401
+    except ImportError:
+        pytest.skip("torchao is an optional extra")
+    if capability < (8, 9):
+        with pytest.raises(BackendLoadError, match=r"compute capability"):
+            load_tiny_backend("tiny", {"device": "cuda", "fp8": "weight"})
+        return
+
+    backend = load_tiny_backend("tiny", {"device": "cuda", "fp8": "weight"})
+    result = backend.generate(make_request(conditioning_png=canvas))
+
+    assert Image.open(io.BytesIO(result.png)).size == (64, 64)

@@ -75,7 +75,9 @@ def test_gpu_bench_flops_of_full_kontext_frame() -> None:
     gpu = load_script("gpu")
     scale = gpu.Scale(gpu.torch.device("cpu"), gpu.torch.bfloat16, 1024, 1024, text_tokens=512)
 
-    image_tokens, text_tokens = gpu.tokens_per_step(gpu.FULL_TRANSFORMER, scale, with_reference=True)
+    image_tokens, text_tokens = gpu.tokens_per_step(
+        gpu.FULL_TRANSFORMER, scale, with_reference=True
+    )
     per_step = gpu.transformer_flops(gpu.FULL_TRANSFORMER, image_tokens, text_tokens)
 
     # 4096 frame + 4096 reference tokens, 512 text tokens: 8704 in all.

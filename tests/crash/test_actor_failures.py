@@ -112,6 +112,7 @@ def actor_pid(runner: Runner) -> int:
     return int(info["pid"])
 
 
+@pytest.mark.slow
 def test_killed_generator_actor_run_completes(tmp_path: Path, ray_session: None) -> None:
     settings = Settings(home=tmp_path / "home", actors=1, retry_backoff_s=0.1)
     backends, run_id = start_run(tmp_path, settings, variants=20)
@@ -146,6 +147,7 @@ def test_killed_generator_actor_run_completes(tmp_path: Path, ray_session: None)
     assert sorted(done_per_frame.values()) == [1] * 20
 
 
+@pytest.mark.slow
 def test_dead_actor_is_replaced(tmp_path: Path, ray_session: None) -> None:
     """With no Ray restart allowed, the killed actor is dead for good and a fresh one takes over."""
     settings = Settings(

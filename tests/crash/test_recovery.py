@@ -35,7 +35,7 @@ HOST = socket.gethostname()
 
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    """A live process of this host that stands in for a driver that is still running."""
+    """A live process of this host, in place of a driver that is still running."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         yield proc

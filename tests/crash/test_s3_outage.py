@@ -108,6 +108,7 @@ def aws_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.mark.slow
 def test_run_rides_out_s3_restart(
     tmp_path: Path,
     aws_env: None,

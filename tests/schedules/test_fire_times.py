@@ -22,35 +22,35 @@ def times(cron: str, zone: str, after: str, until: str) -> list[datetime]:
     return list(fire_times(cron, ZoneInfo(zone), utc(after), utc(until)))
 
 
-def test_daily_fire_in_berlin_spring_forward_moves_to_gap_end() -> None:
+def test_berlin_spring_daily_fires_at_gap_end() -> None:
     # 2025-03-30 02:00 CET jumps to 03:00 CEST; 02:30 does not exist that day.
     fired = times("30 2 * * *", "Europe/Berlin", "2025-03-28T12:00", "2025-04-01T00:00")
 
     assert fired == [utc("2025-03-29T01:30"), utc("2025-03-30T01:00"), utc("2025-03-31T00:30")]
 
 
-def test_daily_fire_in_berlin_fall_back_fires_once() -> None:
+def test_berlin_fall_daily_fires_once() -> None:
     # 2025-10-26 03:00 CEST falls back to 02:00 CET; 02:30 happens twice.
     fired = times("30 2 * * *", "Europe/Berlin", "2025-10-24T12:00", "2025-10-28T00:00")
 
     assert fired == [utc("2025-10-25T00:30"), utc("2025-10-26T00:30"), utc("2025-10-27T01:30")]
 
 
-def test_daily_fire_in_new_york_spring_forward_moves_to_gap_end() -> None:
+def test_new_york_spring_daily_fires_at_gap_end() -> None:
     # 2025-03-09 02:00 EST jumps to 03:00 EDT.
     fired = times("30 2 * * *", "America/New_York", "2025-03-07T12:00", "2025-03-11T00:00")
 
     assert fired == [utc("2025-03-08T07:30"), utc("2025-03-09T07:00"), utc("2025-03-10T06:30")]
 
 
-def test_daily_fire_in_new_york_fall_back_fires_once() -> None:
+def test_new_york_fall_daily_fires_once() -> None:
     # 2025-11-02 02:00 EDT falls back to 01:00 EST; 01:30 happens twice.
     fired = times("30 1 * * *", "America/New_York", "2025-10-31T12:00", "2025-11-04T00:00")
 
     assert fired == [utc("2025-11-01T05:30"), utc("2025-11-02T05:30"), utc("2025-11-03T06:30")]
 
 
-def test_half_hourly_keeps_real_time_rhythm_in_berlin_spring() -> None:
+def test_berlin_spring_half_hourly_keeps_rhythm() -> None:
     fired = times("*/30 * * * *", "Europe/Berlin", "2025-03-29T23:50", "2025-03-30T02:10")
 
     assert fired == [utc(f"2025-03-30T{h:02d}:{m:02d}") for h in (0, 1) for m in (0, 30)] + [
@@ -58,7 +58,7 @@ def test_half_hourly_keeps_real_time_rhythm_in_berlin_spring() -> None:
     ]
 
 
-def test_half_hourly_fires_in_both_passes_of_berlin_fall_back() -> None:
+def test_berlin_fall_half_hourly_fires_both_passes() -> None:
     fired = times("*/30 * * * *", "Europe/Berlin", "2025-10-25T23:50", "2025-10-26T02:10")
 
     # 02:00 and 02:30 local happen twice (00:00/00:30 UTC in CEST, 01:00/01:30 UTC in CET).
@@ -67,7 +67,7 @@ def test_half_hourly_fires_in_both_passes_of_berlin_fall_back() -> None:
     ]
 
 
-def test_half_hourly_across_new_york_changes() -> None:
+def test_new_york_half_hourly_keeps_rhythm() -> None:
     spring = times("*/30 * * * *", "America/New_York", "2025-03-09T06:20", "2025-03-09T07:40")
     fall = times("*/30 * * * *", "America/New_York", "2025-11-02T04:50", "2025-11-02T06:40")
 
@@ -75,7 +75,7 @@ def test_half_hourly_across_new_york_changes() -> None:
     assert fall == [utc(f"2025-11-02T{h:02d}:{m:02d}") for h in (5, 6) for m in (0, 30)]
 
 
-def test_half_hourly_within_a_fixed_hour_fires_first_pass_only() -> None:
+def test_fixed_hour_fires_first_pass_only() -> None:
     # Hour field 2: the wall-clock times 02:00 and 02:30 fire once each.
     fired = times("*/30 2 * * *", "Europe/Berlin", "2025-10-25T23:50", "2025-10-26T03:00")
 

@@ -24,9 +24,10 @@ PRODUCTS = 40
 
 
 @pytest.mark.slow
-def test_scheduled_matrix_of_1000_frames_runs_to_the_end(
-    tmp_path: Path, catalog: Catalog, store: ObjectStore, ray_session: None
+def test_scheduled_matrix_1000_frames_completes(
+    tmp_path: Path, sqlite_catalog: Catalog, store: ObjectStore, ray_session: None
 ) -> None:
+    catalog = sqlite_catalog
     spec = write_spec(
         tmp_path / "spec",
         matrix={

@@ -168,7 +168,7 @@ def test_runs_show_stays_readable_for_large_runs(tmp_path: Path, catalog: Catalo
     run_id = catalog.create_run_batched(storyboard_id, plan(big, "hash", storyboard_id), {})
     env = {**os.environ, "ONMODEL_DATABASE_URL": catalog.url, "ONMODEL_HOME": str(tmp_path)}
 
-    shown = subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "runs", "show", run_id[:8]],
         env=env,
         capture_output=True,
@@ -176,9 +176,9 @@ def test_runs_show_stays_readable_for_large_runs(tmp_path: Path, catalog: Catalo
         timeout=120,
     )
 
-    assert shown.returncode == 0, shown.stderr
-    assert len(shown.stdout.splitlines()) < 10
-    assert "9942" in shown.stdout
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) < 10
+    assert "9942" in result.stdout
 
 
 def test_example_matrix_spec_plans_33_frames() -> None:

@@ -27,8 +27,13 @@ def dead_local_driver() -> str:
 
 @pytest.mark.slow
 def test_loop_drives_fired_and_recovered_runs(
-    tmp_path: Path, catalog: Catalog, store: ObjectStore, loaded: LoadedSpec, ray_session: None
+    tmp_path: Path,
+    sqlite_catalog: Catalog,
+    store: ObjectStore,
+    loaded: LoadedSpec,
+    ray_session: None,
 ) -> None:
+    catalog = sqlite_catalog
     settings = Settings(home=tmp_path / "home", actors=1)
     create_schedule(
         catalog,
@@ -43,7 +48,9 @@ def test_loop_drives_fired_and_recovered_runs(
     # whose driver runs on another host.
     fired = [tick(catalog, now=utc(f"2025-01-01T0{hour}:00:05"))[0] for hour in (1, 2, 3)]
     pending, orphan, elsewhere = (outcome.run_id for outcome in fired)
-    assert pending and orphan and elsewhere
+    assert pending is not None
+    assert orphan is not None
+    assert elsewhere is not None
     dead = dead_local_driver()
     catalog.set_run_state(orphan, RunState.RUNNING, driver=dead)
     catalog.set_run_state(elsewhere, RunState.RUNNING, driver="other-host:1")

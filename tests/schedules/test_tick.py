@@ -139,7 +139,7 @@ def test_fired_run_records_schedule_and_fire_time(
     assert run.frames_total == 1
 
 
-def test_scheduler_down_for_a_day_skips_under_skip_policy(
+def test_day_down_skip_policy_fires_nothing(
     catalog: Catalog, store: ObjectStore, loaded: LoadedSpec
 ) -> None:
     schedule = create_schedule(
@@ -175,7 +175,7 @@ def test_restart_within_grace_fires_latest_and_skips_backlog(
     assert len(catalog.list_runs()) == 1
 
 
-def test_scheduler_down_for_a_day_runs_once_under_run_once_policy(
+def test_day_down_run_once_fires_once(
     catalog: Catalog, store: ObjectStore, loaded: LoadedSpec
 ) -> None:
     create_schedule(
@@ -300,8 +300,11 @@ def test_update_with_new_spec_changes_later_fires_only(
     update_schedule(catalog, store, schedule.id, loaded=load_spec(spec_file))
     (after,) = tick(catalog, now=utc("2025-01-01T03:00:10"))
 
-    assert before.run_id and unchanged.run_id and after.run_id
-    prompts = [catalog.list_frames(o.run_id)[0].prompt for o in (before, unchanged, after)]
+    assert before.run_id is not None
+    assert unchanged.run_id is not None
+    assert after.run_id is not None
+    run_ids = [before.run_id, unchanged.run_id, after.run_id]
+    prompts = [catalog.list_frames(run_id)[0].prompt for run_id in run_ids]
     assert prompts == ["Ana at the counter", "Ana at the counter", "Ana outside"]
     assert (
         catalog.get_run(after.run_id).storyboard_id != catalog.get_run(before.run_id).storyboard_id

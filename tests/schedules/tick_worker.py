@@ -1,4 +1,4 @@
-"""Run one `tick` in its own process when told to; print its outcomes as JSON.
+"""Run one `tick` in its own process when released; print its outcomes as JSON.
 
 Usage: python tick_worker.py CATALOG_URL NOW_ISO BARRIER_FOLDER
 

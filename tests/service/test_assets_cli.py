@@ -121,9 +121,9 @@ def test_show_and_export(seeded: list[SeededAsset], tmp_path: Path) -> None:
     missing_code, _, missing_err = onmodel("assets", "show", "0" * 32)
 
     assert code == 0
-    shown = json.loads(out)
-    assert shown["id"] == seeded[1].id
-    assert shown["review"] == {"tags": [], "rating": None, "comments": 0}
+    asset = json.loads(out)
+    assert asset["id"] == seeded[1].id
+    assert asset["review"] == {"tags": [], "rating": None, "comments": 0}
     assert export_code == 0
     assert Path(export_out.strip()).read_bytes() == seeded[1].png
     assert missing_code == 2
@@ -153,5 +153,5 @@ def test_review_marks_from_cli(seeded: list[SeededAsset]) -> None:
     approved = json.loads(onmodel("assets", "list", "--json", "--rating", "approve")[1])
     assert [item["id"] for item in tagged] == [asset_id]
     assert [item["id"] for item in approved] == [asset_id]
-    shown = json.loads(onmodel("assets", "show", asset_id)[1])
-    assert shown["review"] == {"tags": ["hero"], "rating": "approve", "comments": 1}
+    asset = json.loads(onmodel("assets", "show", asset_id)[1])
+    assert asset["review"] == {"tags": ["hero"], "rating": "approve", "comments": 1}

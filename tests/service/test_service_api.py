@@ -267,13 +267,13 @@ def test_runs_list_show_and_cancel(api: Api) -> None:
     state.catalog.set_run_state(run_id, RunState.COMPLETED)
 
     listed = client.get("/v1/runs")
-    shown = client.get(f"/v1/runs/{run_id[:8]}")
+    by_prefix = client.get(f"/v1/runs/{run_id[:8]}")
     cancel_finished = client.post(f"/v1/runs/{run_id}/cancel")
     missing = client.get("/v1/runs/" + "0" * 32)
 
     assert listed.status_code == 200
     assert [run["run_id"] for run in listed.json()] == [run_id]
-    body = shown.json()
+    body = by_prefix.json()
     assert body["state"] == "completed"
     assert body["frames"] == len(seeded)
     assert body["accepted"] + body["needs_review"] == len(seeded)

@@ -34,6 +34,9 @@ def test_public_listen_without_token_is_rejected(host: str) -> None:
 
 def test_listen_rules_with_token() -> None:
     check_listen_address("127.0.0.1", None)
+    check_listen_address("127.0.0.1", SecretStr(""))
+    with pytest.raises(ServiceConfigError, match="listens beyond loopback"):
+        check_listen_address("0.0.0.0", SecretStr(""))
     check_listen_address("0.0.0.0", SecretStr(TOKEN))
     with pytest.raises(ServiceConfigError, match="shorter than 16 characters"):
         check_listen_address("127.0.0.1", SecretStr("short"))

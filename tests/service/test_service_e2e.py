@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,12 @@ import pytest
 import yaml
 from PIL import Image
 from service_helpers import free_port
+
+from orchestrator.app_state import open_backends
+from orchestrator.settings import Settings
+from orchestrator.spec import load_spec_text
+from orchestrator.submit import submit
+from schemas.records import RunState
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "coffee"
 REFERENCES = ["ana_1.jpg", "ana_2.jpg", "leo_1.jpg", "leo_2.jpg", "style.jpg"]
@@ -149,9 +156,10 @@ def check_run_and_assets(service: Service, run_id: str) -> list[dict[str, Any]]:
     assert leo_scenes == {"s02-window", "s03-meet", "s05-street"}
     unscored = service.http.get("/v1/assets", params={"verdict": "unscored", "q": "coffee"})
     assert {item["scene_id"] for item in unscored.json()["items"]} == {"s01-counter"}
-    first_page = service.http.get("/v1/assets", params={"sort": "seed", "limit": 4}).json()
+    page_params = {"run": run_id, "sort": "seed", "limit": 4}
+    first_page = service.http.get("/v1/assets", params=page_params).json()
     second_page = service.http.get(
-        "/v1/assets", params={"sort": "seed", "limit": 4, "cursor": first_page["next_cursor"]}
+        "/v1/assets", params={**page_params, "cursor": first_page["next_cursor"]}
     ).json()
     paged = [item["id"] for item in first_page["items"] + second_page["items"]]
     assert sorted(paged) == sorted(item["id"] for item in assets)
@@ -173,9 +181,29 @@ def check_image(data: bytes, asset: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+def orphaned_run(home: Path) -> str:
+    """Store a one-frame run left `running` by a driver process that has exited."""
+    document = yaml.safe_load(small_example())
+    document["scenes"] = document["scenes"][:1]
+    backends = open_backends(Settings(home=home))
+    try:
+        run_id = submit(
+            backends.catalog, backends.store, load_spec_text(yaml.safe_dump(document), EXAMPLE)
+        )
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        driver = f"{socket.gethostname()}:{dead.pid}"
+        backends.catalog.set_run_state(run_id, RunState.RUNNING, driver=driver)
+    finally:
+        backends.close()
+    return run_id
+
+
 def test_serve_sqlite_and_local_folder(
     serve: Any, service_env: dict[str, str], tmp_path: Path
 ) -> None:
+    # The service resumes runs whose driver died before it started.
+    orphan = orphaned_run(tmp_path / "home")
     service: Service = serve(service_env)
     files = [
         ("files", (name, (EXAMPLE / "refs" / name).read_bytes(), "image/jpeg"))
@@ -189,6 +217,9 @@ def test_serve_sqlite_and_local_folder(
     image = service.http.get(f"/v1/assets/{assets[0]['id']}/image")
     assert image.status_code == 200
     check_image(image.content, assets[0])
+    resumed = service.wait_for_run(orphan)
+    assert resumed["state"] == "completed", service.logs()
+    assert resumed["accepted"] == 1
     assert service.stop() == 0
     assert "service stopped" in service.stdout.read_text()
     assert (tmp_path / "home" / "catalog.db").is_file()

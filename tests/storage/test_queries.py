@@ -20,13 +20,12 @@ from schemas.records import AttemptState, CharacterScore, FrameScore, FrameState
 from schemas.storyboard import Backend
 from storage import queries
 from storage.catalog import Catalog
+from storage.filters import AssetFilters, InvalidQueryError, parse_filters
 from storage.objects import key_for
 from storage.queries import (
     MAX_PAGE_SIZE,
-    AssetFilters,
-    InvalidQueryError,
     build_asset_page_query,
-    parse_filters,
+    candidate_condition,
     parse_sort,
 )
 from storage.reviews import InvalidMarkError, MarkKind, Rating, summarize_marks
@@ -533,12 +532,13 @@ def test_list_query_plan_uses_index(
 
 def test_candidate_ids_are_read_by_primary_key(shared: tuple[Catalog, Seeded]) -> None:
     catalog, seeded = shared
+    dialect = catalog.engine.dialect.name
     query = build_asset_page_query(
         parse_filters({"character": "ana"}),
         parse_sort("-created_at"),
         None,
         50,
-        candidate_ids=seeded.assets[:3],
+        candidates=candidate_condition(seeded.assets[:3], dialect),
     )
 
     plan = explain(catalog, query)

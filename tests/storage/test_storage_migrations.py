@@ -17,7 +17,17 @@ from storage.catalog import Catalog
 from storage.engine import create_catalog_engine
 from storage.models import Base
 
-TABLES = {"storyboards", "runs", "frames", "attempts", "assets", "asset_characters"}
+TABLES = {
+    "storyboards",
+    "runs",
+    "frames",
+    "attempts",
+    "assets",
+    "asset_characters",
+    "review_marks",
+    "schedules",
+    "schedule_fires",
+}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
