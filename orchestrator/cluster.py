@@ -25,6 +25,9 @@ def prepare_environment() -> None:
     """
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray lowers worker priority (niceness 15) by default; on a machine where the
+    # driver shares the cores, that starved the generator actors (bench/throughput.py).
+    os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 def ensure_ray(settings: Settings) -> None:

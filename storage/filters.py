@@ -1,8 +1,8 @@
 """Asset filters: what `onmodel assets list` options and `GET /v1/assets` parameters select.
 
-`AssetFilters` validates raw values (strings from a command line or a query
-string) so that every filter that reaches SQL has the type and range of its
-column; `storage.queries` turns it into WHERE terms.
+`AssetFilters` validates raw values, such as strings from a command line or
+a query string, so that every filter that reaches SQL has the type and range
+of its column. `storage.queries` turns the filters into WHERE terms.
 """
 
 from __future__ import annotations
@@ -124,4 +124,9 @@ def parse_filters(values: dict[str, Any]) -> AssetFilters:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"]) or "filters"
         value = first.get("input")
-        raise InvalidQueryError(field, value, f"{first['msg']}, got {value!r}") from None
+        if first["type"] == "extra_forbidden":
+            valid = ", ".join(AssetFilters.model_fields)
+            message = f"unknown filter; valid filters are: {valid}"
+        else:
+            message = f"{str(first['msg']).removeprefix('Value error, ')}, got {value!r}"
+        raise InvalidQueryError(field, value, message) from None

@@ -255,7 +255,7 @@ class ReviewMark(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     asset_id: Mapped[str] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"))
-    # tag, rating or comment (storage.queries.MarkKind).
+    # tag, rating or comment (storage.reviews.MarkKind).
     kind: Mapped[str] = mapped_column(String(STATE_LENGTH))
     value: Mapped[str] = mapped_column(Text)
     author: Mapped[str] = mapped_column(String(NAME_LENGTH))
@@ -264,8 +264,8 @@ class ReviewMark(Base):
 
 # Tag and rating filters look marks up by value. Comments stay out of this
 # index: PostgreSQL rejects B-tree entries larger than about 2.7 kB, and a
-# comment may be longer. Queries must compare `kind` with a literal, not a
-# bound parameter, for SQLite and PostgreSQL to use a partial index.
+# comment may be longer. storage.reviews.label_kind_is writes the terms that
+# let SQLite and PostgreSQL use this partial index.
 Index(
     "ix_review_marks_kind_value",
     ReviewMark.kind,

@@ -11,14 +11,12 @@ SQL are constants of this module.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Select, String, and_, any_, bindparam, or_, select, text
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from schemas.catalog import AssetRow
@@ -42,12 +40,13 @@ from storage.reviews import (
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 DEFAULT_SORT = "-created_at"
-# A character or tag filter that matches at most this many assets is first
-# resolved to those asset ids, and the page is read by primary key. Above it,
-# the database walks the sort index and checks each asset against the filter,
-# which finds a page sooner the more assets match. The two costs cross near
-# sqrt(page size x assets), about 7,000 at 1M assets.
-MAX_CANDIDATES = 8000
+# A character or tag filter that matches at most this many assets drives
+# the page query: its asset ids are collected first and their rows read by
+# primary key. Above it, the database walks the sort index and checks each
+# asset against the filter, which finds a page sooner the more assets match.
+# With page size P and N assets the two costs cross near sqrt(P x N) x 0.7,
+# about 5,000 at 1M assets (bench/catalog.py, PostgreSQL 15).
+MAX_CANDIDATES = 5000
 # Shortest run or storyboard id prefix that a filter expands.
 MIN_ID_PREFIX = 4
 FULL_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -170,12 +169,20 @@ def _id_condition(column: InstrumentedAttribute[str], table_id: Any, value: str)
     return column.in_(select(table_id).where(table_id.startswith(value, autoescape=True)))
 
 
-def filter_conditions(filters: AssetFilters) -> list[ColumnElement[bool]]:
-    """Return the WHERE terms of `filters`, all with bound parameters."""
+def filter_conditions(
+    filters: AssetFilters, *, skip: str | None = None
+) -> list[ColumnElement[bool]]:
+    """Return the WHERE terms of `filters`, all with bound parameters.
+
+    `skip` leaves out the term of one candidate filter (character or tag),
+    for a query that joins that filter's asset ids instead.
+    """
     terms = _origin_terms(filters) + _column_terms(filters)
 
     # Filters on other tables select asset ids.
-    terms += [Asset.id.in_(query) for query in candidate_queries(filters)]
+    terms += [
+        Asset.id.in_(query) for name, query in candidate_queries(filters).items() if name != skip
+    ]
     if filters.rating is not None:
         terms.append(asset_rating_is(filters.rating))
     return terms
@@ -223,45 +230,34 @@ def _column_terms(filters: AssetFilters) -> list[ColumnElement[bool]]:
     return terms
 
 
-def candidate_queries(filters: AssetFilters) -> list[Select[Any]]:
-    """Return the id queries of the filters that live in other tables (character, tag)."""
-    queries = []
+def candidate_queries(filters: AssetFilters) -> dict[str, Select[Any]]:
+    """Return the asset id queries of the filters on other tables, by filter name."""
+    queries: dict[str, Select[Any]] = {}
     if filters.character is not None:
-        queries.append(
-            select(AssetCharacter.asset_id).where(AssetCharacter.character_id == filters.character)
+        queries["character"] = select(AssetCharacter.asset_id).where(
+            AssetCharacter.character_id == filters.character
         )
     if filters.tag is not None:
-        queries.append(
-            select(ReviewMark.asset_id).where(
-                label_kind_is(MarkKind.TAG), ReviewMark.value == filters.tag
-            )
+        queries["tag"] = select(ReviewMark.asset_id).where(
+            label_kind_is(MarkKind.TAG), ReviewMark.value == filters.tag
         )
     return queries
 
 
-def find_candidates(session: Session, filters: AssetFilters) -> list[str] | None:
-    """Return the asset ids of the most selective character or tag filter, if few enough.
+def choose_candidates(session: Session, filters: AssetFilters) -> str | None:
+    """Return the name of the most selective candidate filter that matches few enough assets.
 
-    None means no such filter matches at most MAX_CANDIDATES assets.
+    None means that no character or tag filter matches at most MAX_CANDIDATES
+    assets. The counts stop at MAX_CANDIDATES + 1, so each costs at most that
+    many index entries.
     """
-    best: list[str] | None = None
-    for query in candidate_queries(filters):
-        ids = list(dict.fromkeys(session.scalars(query.limit(MAX_CANDIDATES + 1))))
-        if len(ids) <= MAX_CANDIDATES and (best is None or len(ids) < len(best)):
-            best = ids
-    return best
-
-
-def candidate_condition(ids: Sequence[str], dialect_name: str) -> ColumnElement[bool]:
-    """Match the assets with these ids, bound as parameters.
-
-    PostgreSQL gets one array parameter: thousands of separate parameters
-    in an IN list cost it more time to parse and plan than the lookups take.
-    """
-    if dialect_name == "postgresql":
-        array = bindparam("candidate_ids", list(ids), type_=postgresql.ARRAY(String))
-        return Asset.id == any_(array)
-    return Asset.id.in_(list(ids))
+    best: tuple[int, str] | None = None
+    for name, query in candidate_queries(filters).items():
+        capped = query.limit(MAX_CANDIDATES + 1).subquery()
+        count = session.scalar(select(func.count()).select_from(capped)) or 0
+        if count <= MAX_CANDIDATES and (best is None or count < best[0]):
+            best = (count, name)
+    return best[1] if best is not None else None
 
 
 def build_asset_page_query(
@@ -271,7 +267,7 @@ def build_asset_page_query(
     limit: int,
     *,
     null_segment: bool = False,
-    candidates: ColumnElement[bool] | None = None,
+    candidates: str | None = None,
 ) -> Select[Any]:
     """Select (id, sort value) of up to `limit` assets that follow `after` in `order`.
 
@@ -279,13 +275,18 @@ def build_asset_page_query(
     after all others in both directions. They form a separate segment,
     ordered by id, that the caller reads with `null_segment=True` once the
     non-NULL rows run out. Splitting keeps each part an index range scan.
-    `candidates` (a `candidate_condition`) narrows the scan to a few assets
-    found beforehand; the filters still apply in full.
+    `candidates` names a character or tag filter (see `choose_candidates`)
+    whose asset ids the query collects first, so the database reads only
+    those rows instead of walking the sort index.
     """
     column = order.key.column
-    query = select(Asset.id, column).where(*filter_conditions(filters))
+    query = select(Asset.id, column).where(*filter_conditions(filters, skip=candidates))
     if candidates is not None:
-        query = query.where(candidates)
+        # MATERIALIZED keeps PostgreSQL from folding the ids back into the
+        # outer query, where it may plan a walk of the whole sort index.
+        ids = candidate_queries(filters)[candidates].cte("candidates")
+        ids = ids.prefix_with("MATERIALIZED")
+        query = query.where(Asset.id.in_(select(ids.c.asset_id)))
 
     if null_segment:
         query = query.where(column.is_(None))
@@ -326,10 +327,7 @@ def fetch_page_keys(
         # and 5 ms without (bench/catalog.py, PostgreSQL 15 on 2 cores).
         # SET LOCAL ends with the transaction.
         session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
-    candidate_ids = find_candidates(session, filters)
-    candidates = None
-    if candidate_ids is not None:
-        candidates = candidate_condition(candidate_ids, session.get_bind().dialect.name)
+    candidates = choose_candidates(session, filters)
     in_null_segment = after is not None and after.value is None
     positions: list[CursorPosition] = []
     if not in_null_segment:

@@ -10,6 +10,8 @@ os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# An actor that cannot be placed fails the test in minutes instead of hanging it.
+os.environ.setdefault("ONMODEL_ACTOR_START_TIMEOUT_S", "180")
 
 from collections.abc import Iterator  # noqa: E402
 
@@ -17,7 +19,7 @@ import pytest  # noqa: E402
 
 # Logical CPUs for the test Ray: more than the 2 cores of CI, so a generator
 # pool, a scorer and the tests' own tasks can all be scheduled at once.
-RAY_TEST_CPUS = 6
+RAY_TEST_CPUS = 8
 
 
 @pytest.fixture(scope="session")

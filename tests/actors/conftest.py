@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# Unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is 0, Ray binds to the machine's
-# outward interface. Tests stay on loopback, without token auth or usage stats.
-RAY_TEST_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
-
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", None}
 
 
 @pytest.fixture(scope="session")
-def ray_local() -> Iterator[None]:
-    """Start a local two-CPU Ray for the session, unless one is already running."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-
-    saved = {name: os.environ.get(name) for name in RAY_TEST_ENV}
-    os.environ.update(RAY_TEST_ENV)
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def ray_local(ray_session: None) -> Iterator[None]:
+    """The session's local Ray (see tests/conftest.py), under the name these tests use."""
+    yield
 
 
 @pytest.fixture(scope="session")
