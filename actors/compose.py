@@ -29,7 +29,6 @@ Pillow only, no torch, so that the orchestrator can import this module.
 from __future__ import annotations
 
 import functools
-
 import io
 
 from PIL import Image, ImageOps, UnidentifiedImageError

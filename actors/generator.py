@@ -47,7 +47,9 @@ class GeneratorWorker:
         message naming the model when the backend, device or model cannot
         load, and ValueError for an unknown or invalid option.
         """
-        _quiet_library_logs()
+        # Hosted backends never import diffusers, so they skip its 4 s import.
+        if backend in PIPELINE_BACKENDS:
+            _quiet_library_logs()
         backend_options = dict(options or {})
         torch_threads = backend_options.pop("torch_threads", None)
         if torch_threads is not None:

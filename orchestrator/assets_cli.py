@@ -7,7 +7,6 @@ dashes instead of underscores (`--min-score` is `min_score`).
 from __future__ import annotations
 
 import csv
-import functools
 import getpass
 import json
 import shutil
@@ -20,8 +19,8 @@ import typer
 
 from orchestrator import output
 from orchestrator.app_state import open_backends
+from orchestrator.output import user_errors
 from schemas.catalog import AssetRow
-from schemas.errors import OnModelError
 from storage.filters import parse_filters
 from storage.objects import ObjectStore
 from storage.queries import DEFAULT_PAGE_SIZE, DEFAULT_SORT, MAX_PAGE_SIZE, SORT_KEYS
@@ -55,20 +54,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(assets_app, name="assets")
 
 
-def user_errors(func: F) -> F:
-    """Turn OnModel's own errors into one line on stderr and exit code 2."""
-
-    # orchestrator.cli has the same decorator, but importing it from here
-    # would import the CLI module a second time under `python -m`.
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except OnModelError as exc:
-            output.error(str(exc))
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def default_author() -> str:

@@ -7,7 +7,6 @@ on stderr; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -23,8 +22,8 @@ prepare_environment()
 
 from orchestrator import output  # noqa: E402
 from orchestrator.app_state import open_backends  # noqa: E402
+from orchestrator.output import user_errors  # noqa: E402
 from orchestrator.settings import load_settings  # noqa: E402
-from schemas.errors import OnModelError  # noqa: E402
 from schemas.records import RunState  # noqa: E402
 
 app = typer.Typer(
@@ -43,25 +42,11 @@ logger = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def user_errors(func: F) -> F:
-    """Turn OnModel's own errors into one line on stderr and exit code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from orchestrator.runner import UserFacingRunError
-
-        try:
-            return func(*args, **kwargs)
-        except (OnModelError, UserFacingRunError) as exc:
-            output.error(str(exc))
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")
+    ] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -74,8 +59,12 @@ def main(
 @user_errors
 def run(
     spec: Annotated[Path, typer.Argument(help="Storyboard spec, YAML or JSON.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end instead of tables.")] = False,
-    actors: Annotated[int | None, typer.Option(help="Generator actors (default: ONMODEL_ACTORS or 1).", min=1)] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object at the end instead of tables.")
+    ] = False,
+    actors: Annotated[
+        int | None, typer.Option(help="Generator actors (default: ONMODEL_ACTORS or 1).", min=1)
+    ] = None,
 ) -> None:
     """Generate every frame of a storyboard and catalog the results."""
     from orchestrator.spec import load_spec

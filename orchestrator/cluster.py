@@ -61,7 +61,7 @@ def ensure_ray(settings: Settings) -> None:
 
 
 def gpus_per_actor(settings: Settings) -> float:
-    """Return the GPUs each generator actor reserves: the setting, else one when the cluster has GPUs."""
+    """Return the GPUs per generator actor: the setting, else one when the cluster has GPUs."""
     if settings.gpus_per_actor is not None:
         return settings.gpus_per_actor
     import ray

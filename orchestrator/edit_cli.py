@@ -7,7 +7,6 @@ exits with code 1.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -16,25 +15,11 @@ import typer
 from orchestrator import output
 from orchestrator.app_state import Backends, open_backends
 from orchestrator.edit import create_edit_run, lineage
-from schemas.errors import OnModelError
+from orchestrator.output import user_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _user_errors(func: F) -> F:
-    """Turn OnModel's own errors into one line on stderr and exit code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from orchestrator.runner import UserFacingRunError
-
-        try:
-            return func(*args, **kwargs)
-        except (OnModelError, UserFacingRunError) as exc:
-            output.error(str(exc))
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _split_ids(value: str | None) -> list[str] | None:
@@ -43,7 +28,7 @@ def _split_ids(value: str | None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-@_user_errors
+@user_errors
 def edit(
     asset_id: Annotated[str, typer.Argument(help="Asset to edit (id or a unique prefix).")],
     instruction: Annotated[
@@ -104,7 +89,7 @@ def _run_to_end(backends: Backends, run_id: str, as_json: bool) -> Any:
             runner.shutdown()
 
 
-@_user_errors
+@user_errors
 def lineage_command(
     asset_id: Annotated[str, typer.Argument(help="Asset id (or a unique prefix).")],
     as_json: Annotated[

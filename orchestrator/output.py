@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -31,6 +34,26 @@ def json_line(data: Any) -> None:
 def error(text: str) -> None:
     # One line, so scripts can show it as is.
     stderr.print(f"error: {' '.join(text.split())}", markup=False)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Turn OnModel's own errors into one line on stderr and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from orchestrator.runner import UserFacingRunError
+        from schemas.errors import OnModelError
+
+        try:
+            return func(*args, **kwargs)
+        except (OnModelError, UserFacingRunError) as exc:
+            error(str(exc))
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def redact_url(url: str) -> str:
@@ -68,7 +91,9 @@ class RunProgress:
         self._progress.__exit__(kind, value, traceback)
 
     def started(self, run_id: str, total: int, done: int) -> None:
-        self._task = self._progress.add_task(f"run {run_id[:8]}", total=total, completed=done, detail="")
+        self._task = self._progress.add_task(
+            f"run {run_id[:8]}", total=total, completed=done, detail=""
+        )
 
     def frame_finished(self, frame: FrameRow, state: FrameState, verdict: Verdict | None) -> None:
         label = verdict.value if state == FrameState.ACCEPTED and verdict else state.value
@@ -83,7 +108,10 @@ def summary_table(summary: RunSummary) -> None:
     for name in ("frames", "accepted", "unscored", "needs_review", "failed", "pending"):
         table.add_column(name, justify="right")
     table.add_row(
-        *(str(getattr(summary, n)) for n in ("frames", "accepted", "unscored", "needs_review", "failed", "pending"))
+        *(
+            str(getattr(summary, n))
+            for n in ("frames", "accepted", "unscored", "needs_review", "failed", "pending")
+        )
     )
     stdout.print(table)
 
@@ -95,21 +123,44 @@ def runs_table(summaries: list[RunSummary]) -> None:
     for s in summaries:
         created = s.created_at.strftime("%Y-%m-%d %H:%M") if s.created_at else ""
         table.add_row(
-            s.run_id, s.storyboard, s.state.value, str(s.frames), str(s.accepted),
-            str(s.needs_review), str(s.failed), created,
+            s.run_id,
+            s.storyboard,
+            s.state.value,
+            str(s.frames),
+            str(s.accepted),
+            str(s.needs_review),
+            str(s.failed),
+            created,
         )
     stdout.print(table)
 
 
 def assets_table(assets: list[AssetRow]) -> None:
     table = Table()
-    for name in ("asset", "scene", "variant", "step", "attempt", "state", "verdict", "score", "seed"):
+    for name in (
+        "asset",
+        "scene",
+        "variant",
+        "step",
+        "attempt",
+        "state",
+        "verdict",
+        "score",
+        "seed",
+    ):
         table.add_column(name)
     for a in assets:
         score = f"{a.score:.3f}" if a.score is not None else "-"
         table.add_row(
-            a.id, a.scene_id, str(a.variant), str(a.edit_step), str(a.attempt),
-            a.state.value, a.verdict.value, score, str(a.seed),
+            a.id,
+            a.scene_id,
+            str(a.variant),
+            str(a.edit_step),
+            str(a.attempt),
+            a.state.value,
+            a.verdict.value,
+            score,
+            str(a.seed),
         )
     stdout.print(table)
 

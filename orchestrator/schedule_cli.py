@@ -7,7 +7,6 @@ names the option and the value.
 
 from __future__ import annotations
 
-import functools
 import logging
 import signal
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from rich.table import Table
 
 from orchestrator import output
 from orchestrator.app_state import open_backends
+from orchestrator.output import user_errors
 from orchestrator.scheduler import (
     DEFAULT_GRACE_S,
     DEFAULT_TICK_INTERVAL_S,
@@ -35,7 +35,6 @@ from orchestrator.scheduler import (
     tick,
     update_schedule,
 )
-from schemas.errors import OnModelError
 from storage.schedules import FireRow, ScheduleRow, ScheduleStore
 
 logger = logging.getLogger(__name__)
@@ -57,20 +56,6 @@ MissedHelp = "Missed-fire policy: skip (drop late fires) or run_once (one run fo
 OverlapHelp = "Overlap policy: skip (no new run while one is going) or allow."
 
 
-def _user_errors(func: F) -> F:
-    """Turn OnModel's own errors into one line on stderr and exit code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from orchestrator.runner import UserFacingRunError
-
-        try:
-            return func(*args, **kwargs)
-        except (OnModelError, UserFacingRunError) as exc:
-            output.error(str(exc))
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 # Output
@@ -167,7 +152,7 @@ def _outcome_json(outcome: FireOutcome) -> dict[str, Any]:
 
 
 @schedule_app.command("add")
-@_user_errors
+@user_errors
 def schedule_add(
     spec: SpecArgument,
     cron: Annotated[str, typer.Option("--cron", help="Cron expression, e.g. '0 2 * * *'.")],
@@ -213,7 +198,7 @@ def schedule_add(
 
 
 @schedule_app.command("list")
-@_user_errors
+@user_errors
 def schedule_list(as_json: JsonOption = False) -> None:
     """List schedules, oldest first, with their next fire time."""
     schedules = ScheduleStore(open_backends().catalog).list_schedules()
@@ -225,7 +210,7 @@ def schedule_list(as_json: JsonOption = False) -> None:
 
 
 @schedule_app.command("show")
-@_user_errors
+@user_errors
 def schedule_show(
     schedule_id: IdArgument,
     fires: Annotated[int, typer.Option("--fires", min=1, help="Recent fires to list.")] = 20,
@@ -245,7 +230,7 @@ def schedule_show(
 
 
 @schedule_app.command("pause")
-@_user_errors
+@user_errors
 def schedule_pause(schedule_id: IdArgument) -> None:
     """Stop firing a schedule; fire times while paused are not caught up."""
     schedule = ScheduleStore(open_backends().catalog).pause(schedule_id)
@@ -253,7 +238,7 @@ def schedule_pause(schedule_id: IdArgument) -> None:
 
 
 @schedule_app.command("resume")
-@_user_errors
+@user_errors
 def schedule_resume(schedule_id: IdArgument) -> None:
     """Fire a paused schedule again from now on."""
     schedule = ScheduleStore(open_backends().catalog).resume(schedule_id)
@@ -261,7 +246,7 @@ def schedule_resume(schedule_id: IdArgument) -> None:
 
 
 @schedule_app.command("remove")
-@_user_errors
+@user_errors
 def schedule_remove(schedule_id: IdArgument) -> None:
     """Delete a schedule and its fire history; the runs it started stay in the catalog."""
     full_id = ScheduleStore(open_backends().catalog).delete(schedule_id)
@@ -269,7 +254,7 @@ def schedule_remove(schedule_id: IdArgument) -> None:
 
 
 @schedule_app.command("update")
-@_user_errors
+@user_errors
 def schedule_update(
     schedule_id: IdArgument,
     spec: Annotated[
@@ -315,7 +300,7 @@ def schedule_update(
 
 
 @scheduler_app.callback()
-@_user_errors
+@user_errors
 def scheduler_main(
     context: typer.Context,
     interval: Annotated[
@@ -388,7 +373,7 @@ def _parse_now(value: str | None) -> datetime | None:
 
 
 @scheduler_app.command("tick")
-@_user_errors
+@user_errors
 def scheduler_tick(
     now: Annotated[
         str | None,

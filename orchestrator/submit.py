@@ -45,7 +45,11 @@ def submit(catalog: Catalog, store: ObjectStore, loaded: LoadedSpec) -> str:
 
     spec = loaded.storyboard.model_dump(mode="json")
     storyboard_id = catalog.put_storyboard(loaded.storyboard.name, spec, loaded.sha256)
-    options: dict[str, Any] = {"references": references, "style": style, "spec_sha256": loaded.sha256}
+    options: dict[str, Any] = {
+        "references": references,
+        "style": style,
+        "spec_sha256": loaded.sha256,
+    }
     # Batched insert: the plan is a generator, so large matrix plans are never held whole.
     run_id = catalog.create_run_batched(
         storyboard_id, plan(loaded.storyboard, loaded.sha256, storyboard_id), options
