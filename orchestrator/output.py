@@ -119,7 +119,8 @@ def summary_table(summary: RunSummary) -> None:
 def runs_table(summaries: list[RunSummary]) -> None:
     table = Table()
     for name in ("run", "storyboard", "state", "frames", "accepted", "review", "failed", "created"):
-        table.add_column(name)
+        # Ids are copied into other commands, so they must never be shortened.
+        table.add_column(name, no_wrap=name == "run", min_width=32 if name == "run" else None)
     for s in summaries:
         created = s.created_at.strftime("%Y-%m-%d %H:%M") if s.created_at else ""
         table.add_row(
@@ -148,7 +149,8 @@ def assets_table(assets: list[AssetRow]) -> None:
         "score",
         "seed",
     ):
-        table.add_column(name)
+        # Ids are copied into other commands, so they must never be shortened.
+        table.add_column(name, no_wrap=name == "asset", min_width=32 if name == "asset" else None)
     for a in assets:
         score = f"{a.score:.3f}" if a.score is not None else "-"
         table.add_row(

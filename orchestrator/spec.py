@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import re
 import stat
 import warnings
 from dataclasses import dataclass, field
@@ -71,6 +72,17 @@ def _short(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _value_at(document: object, path: str) -> object:
+    """Return the value at a field path such as `scenes[1].characters[0]`, or None."""
+    node = document
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        try:
+            node = node[int(index)] if index else node[name]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+    return node
+
+
 def _spec_error_from_validation(error: ValidationError) -> SpecError:
     first = error.errors(include_url=False)[0]
     path = field_path(tuple(first["loc"]))
@@ -81,7 +93,7 @@ def _spec_error_from_validation(error: ValidationError) -> SpecError:
         # Cross-field checks put their own field path first.
         if not path and ": " in message:
             path, message = message.split(": ", 1)
-            return SpecError(path, value, message)
+            return SpecError(path, _value_at(value, path), message)
     if first["type"] == "extra_forbidden":
         return SpecError(
             path,

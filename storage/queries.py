@@ -46,7 +46,7 @@ DEFAULT_SORT = "-created_at"
 # asset against the filter, which finds a page sooner the more assets match.
 # With page size P and N assets the two costs cross near sqrt(P x N) x 0.7,
 # about 5,000 at 1M assets (bench/catalog.py, PostgreSQL 15).
-MAX_CANDIDATES = 5000
+MAX_CANDIDATES = 10000
 # Shortest run or storyboard id prefix that a filter expands.
 MIN_ID_PREFIX = 4
 FULL_ID = re.compile(r"^[0-9a-f]{32}$")

@@ -177,6 +177,7 @@ def test_unknown_character_in_scene(spec_dir: Path) -> None:
     error = load_error(spec_dir, doc)
 
     assert error.field == "scenes[1].characters[1]"
+    assert error.value == "mia"
     assert "unknown character 'mia'" in str(error)
     assert "ana, leo" in str(error)
 
