@@ -74,6 +74,8 @@ class AttemptRow(_Row):
     error: str | None = None
     seconds_generate: float | None = None
     seconds_score: float | None = None
+    # Similarity to the storyboard's style image; None when not measured.
+    style_similarity: float | None = None
     node: str | None = None
     device: str | None = None
     started_at: datetime
@@ -111,6 +113,8 @@ class AssetRow(_Row):
     sha256: str
     seconds_generate: float | None = None
     seconds_score: float | None = None
+    # Similarity to the storyboard's style image; None when not measured.
+    style_similarity: float | None = None
     node: str | None = None
     device: str | None = None
     parent_asset_id: str | None = None

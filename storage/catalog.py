@@ -540,6 +540,7 @@ class Catalog:
                     [c.model_dump(mode="json") for c in score.characters]
                 )
                 attempt.seconds_score = score.seconds
+                attempt.style_similarity = score.style_similarity
             if error is not None:
                 attempt.error = error
         logger.debug(
@@ -709,6 +710,7 @@ class Catalog:
             sha256=attempt.sha256,
             seconds_generate=attempt.seconds_generate,
             seconds_score=attempt.seconds_score,
+            style_similarity=attempt.style_similarity,
             node=attempt.node,
             device=attempt.device,
             parent_asset_id=parent_asset_id,

@@ -161,6 +161,7 @@ class Attempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     seconds_generate: Mapped[float | None] = mapped_column(Float)
     seconds_score: Mapped[float | None] = mapped_column(Float)
+    style_similarity: Mapped[float | None] = mapped_column(Float)
     node: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     device: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -205,6 +206,7 @@ class Asset(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     seconds_generate: Mapped[float | None] = mapped_column(Float)
     seconds_score: Mapped[float | None] = mapped_column(Float)
+    style_similarity: Mapped[float | None] = mapped_column(Float)
     node: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     device: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     # The asset this one edits, for edit chains.

@@ -214,3 +214,10 @@ def test_run_records_style_similarity_per_frame(
     assert set(styles) == {"copy", "face"}
     assert float(styles["copy"]) == pytest.approx(1.0, abs=1e-3)
     assert 0.0 <= float(styles["face"]) < float(styles["copy"])
+
+    # The catalog keeps the same figures on each attempt and asset.
+    assets = {a.scene_id: a for a in backends.catalog.list_assets(run_id=run_id)}
+    assert assets["copy"].style_similarity == pytest.approx(float(styles["copy"]), abs=1e-3)
+    assert assets["face"].style_similarity == pytest.approx(float(styles["face"]), abs=1e-3)
+    attempts = backends.catalog.list_attempts(run_id)
+    assert all(a.style_similarity is not None for a in attempts)

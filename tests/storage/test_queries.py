@@ -416,7 +416,7 @@ def test_candidate_lookup_does_not_change_results(
     by_candidates = walk(catalog, sort, 2, character="ana")
 
     # With no room for candidates, the database walks the sort index instead.
-    monkeypatch.setattr(queries, "MAX_CANDIDATES", 0)
+    monkeypatch.setattr(queries, "MAX_CANDIDATES", {"character": 0, "tag": 0})
     by_index_walk = walk(catalog, sort, 2, character="ana")
 
     assert by_candidates == by_index_walk
