@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.compose import bind_prompt, compose_canvas
 from orchestrator.actor_pool import ActorPool, describe_actor_error
+from orchestrator.affinity import pick_actor
 from orchestrator.calls import GENERATE, SCORE, Call, CallTracker
 from orchestrator.consistency import (
     DEFAULT_THRESHOLDS,
@@ -120,6 +121,8 @@ class RunLoop:
         # Frames whose last attempt was scored before an earlier driver stopped.
         self.scored_before: list[str] = []
         self.calls = CallTracker()
+        # (width, height) of the last frame sent to each generator actor.
+        self.last_size: dict[Any, tuple[int, int]] = {}
         # Generated attempts waiting for a scorer to come back into service.
         self.unscored: deque[_InFlight] = deque()
         self.reference_refs: dict[tuple[str, ...], Any] = {}
@@ -255,10 +258,19 @@ class RunLoop:
                 logger.error("run=%s frame=%s failed: %s", self.run_id, key, pool.exhausted_error())
                 self._finish_without_asset(frame, FrameState.FAILED, pool.exhausted_error())
                 continue
-            actor = self.calls.least_loaded(pool, QUEUE_DEPTH)
+            size = (frame.row.width, frame.row.height)
+            # Size affinity: an actor keeps the frame size it last ran when it can,
+            # because a new size costs a recompile on GPU actors using torch.compile.
+            actor = pick_actor(
+                {a: self.last_size.get(a) for a in pool.healthy},
+                {a: self.calls.load(a) for a in pool.healthy},
+                size,
+                QUEUE_DEPTH,
+            )
             if actor is None:
                 return
             self.ready.popleft()
+            self.last_size[actor] = size
             self._start_attempt(frame, actor, pool)
 
     def _start_attempt(self, frame: _Frame, actor: Any, pool: ActorPool) -> None:
