@@ -6,11 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from schemas.records import FrameScore, FrameState, Verdict
-from schemas.storyboard import ScorerName, Storyboard
-
-# Kept only for callers that still pass a default; the scorer backends own the
-# real defaults. NOTE: remove once no caller imports it.
-DEFAULT_THRESHOLDS: dict[ScorerName, float] = {}
+from schemas.storyboard import Storyboard
 
 # Verdicts that a new attempt may fix.
 RETRYABLE = frozenset({Verdict.DRIFTED, Verdict.NO_FACE, Verdict.MISSING, Verdict.COPY})

@@ -27,7 +27,6 @@ from orchestrator.actor_pool import ActorPool, describe_actor_error
 from orchestrator.affinity import pick_actor
 from orchestrator.calls import GENERATE, SCORE, Call, CallTracker
 from orchestrator.consistency import (
-    DEFAULT_THRESHOLDS,
     Action,
     Decision,
     decide,
@@ -417,8 +416,8 @@ class RunLoop:
                 c: self.context.references[c] for c in characters
             }
             self.reference_refs[characters] = self.ray.put(subset)
-        default = DEFAULT_THRESHOLDS.get(self.scorer_name)
-        thresholds = thresholds_for(self.context.storyboard, list(characters), default)
+        # Characters without a threshold of their own get the scorer backend's default.
+        thresholds = thresholds_for(self.context.storyboard, list(characters))
         ref = scorer.score.remote(flight.result.png, self.reference_refs[characters], thresholds)
         self.calls.submit(SCORE, flight, scorer, pool, ref)
         flight.style_ref = submit_style_score(

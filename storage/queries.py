@@ -44,9 +44,9 @@ DEFAULT_SORT = "-created_at"
 # the page query: its asset ids are collected first and their rows read by
 # primary key, at about 10 us a row. Above it, the database walks the sort
 # index and checks each asset against the filter, which finds a page sooner
-# the more assets match. A tag check reads a small partial index; a
+# the more assets match. A tag check reads a small partial index. A
 # character check reads the primary key of asset_characters, which is as
-# large as the table, so walks filtered by character cost more per row.
+# large as the table, so a walk filtered by character costs more per row.
 # Measured with bench/catalog.py at 1M assets (PostgreSQL 15, 2 cores):
 # these limits kept both filters' p95 lowest.
 MAX_CANDIDATES = {"character": 10_000, "tag": 5_000}
