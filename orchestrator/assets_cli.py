@@ -11,9 +11,8 @@ import getpass
 import json
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
@@ -47,13 +46,8 @@ CSV_COLUMNS = (
 )
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(assets_app, name="assets")
-
-
 
 
 def default_author() -> str:

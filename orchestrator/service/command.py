@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from orchestrator import output
-from orchestrator.assets_cli import user_errors
+from orchestrator.output import user_errors
 from orchestrator.settings import load_settings
 
 

@@ -63,7 +63,5 @@ def downgrade() -> None:
         op.drop_index(f"ix_assets_{column}_created_at", table_name="assets")
     op.drop_index("ix_assets_state", table_name="assets")
     op.drop_index("ix_assets_seed", table_name="assets")
-    op.drop_index(
-        "ix_asset_characters_character_id_asset_id", table_name="asset_characters"
-    )
+    op.drop_index("ix_asset_characters_character_id_asset_id", table_name="asset_characters")
     op.drop_table("review_marks")
