@@ -31,9 +31,8 @@ def thresholds_for(
     """Return the thresholds the storyboard sets for these characters.
 
     A character's own threshold wins over the storyboard's. Characters with
-    neither are left out, so the scorer applies its backend's default, which
-    lives with the backend (`actors.identity`); `scorer_default` fills them
-    in when the caller wants every character listed.
+    neither are left out, so the scorer applies its backend's default (kept
+    in `actors.identity`). Pass `scorer_default` to list every character.
     """
     base = storyboard.consistency.threshold
     if base is None:

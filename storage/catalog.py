@@ -13,7 +13,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from enum import StrEnum
 from typing import Any, TypeVar, cast
 
@@ -290,19 +290,7 @@ class Catalog:
     def _check_tasks(storyboard_id: str, tasks: list[FrameTask]) -> None:
         seen: set[str] = set()
         for index, task in enumerate(tasks):
-            if task.key in seen:
-                raise ValueError(
-                    f"frames[{index}].key: duplicate frame key {task.key!r}; every frame of a run "
-                    "needs its own key"
-                )
-            seen.add(task.key)
-            if task.storyboard_id != storyboard_id:
-                raise ValueError(
-                    f"frames[{index}].storyboard_id: {task.storyboard_id!r} differs from the run's "
-                    f"storyboard {storyboard_id!r}; plan the frames from the same storyboard"
-                )
-            if not 0 <= task.seed <= MAX_SEED:
-                raise ValueError(f"frames[{index}].seed: {task.seed} is outside 0..{MAX_SEED}")
+            Catalog._check_streamed_task(storyboard_id, index, task, seen)
 
     @staticmethod
     def _frame_values(run_id: str, position: int, task: FrameTask) -> dict[str, Any]:
@@ -1073,10 +1061,8 @@ class Catalog:
             if isinstance(node, dict):
                 for name, value in node.items():
                     if name == "key" and isinstance(value, str):
-                        try:
+                        with suppress(ValueError):
                             keys.add(check_key(value))
-                        except ValueError:
-                            pass
                     else:
                         stack.append(value)
             elif isinstance(node, list):
