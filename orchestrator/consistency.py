@@ -50,8 +50,8 @@ def decide(verdict: Verdict, attempt: int, max_attempts: int) -> Decision:
     """Decide what follows a scored attempt.
 
     Unscored frames are accepted because another attempt cannot make them
-    scorable; they keep the verdict `unscored` so nobody mistakes them for
-    checked frames.
+    scorable. They keep the verdict `unscored`, so reports never show them
+    as checked frames.
     """
     if verdict in (Verdict.ON_MODEL, Verdict.UNSCORED):
         return Decision(Action.ACCEPT, FrameState.ACCEPTED)

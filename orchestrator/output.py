@@ -1,4 +1,4 @@
-"""What the CLI prints: tables and JSON on stdout, progress and errors on stderr."""
+"""The CLI's output layer: tables and JSON on stdout, progress and errors on stderr."""
 
 from __future__ import annotations
 

@@ -22,7 +22,6 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -31,6 +30,7 @@ from pydantic import ValidationError
 
 from orchestrator.planner import plan
 from orchestrator.spec import LoadedSpec
+from orchestrator.submit import store_spec
 from schemas.errors import OnModelError
 from schemas.storyboard import Storyboard
 from storage.catalog import Catalog
@@ -175,32 +175,6 @@ def next_fire_time(cron: str, tz: ZoneInfo, after: datetime) -> datetime | None:
 
 
 # Creating and updating schedules
-
-
-@dataclass(frozen=True)
-class StoredSpec:
-    storyboard_id: str
-    # The options every run of the storyboard gets (as `submit` stores them).
-    options: dict[str, Any]
-
-
-def store_spec(catalog: Catalog, store: ObjectStore, loaded: LoadedSpec) -> StoredSpec:
-    """Store a loaded spec's references and storyboard the way `submit` does, without a run.
-
-    Later edits of the spec file do not change what the stored storyboard plans.
-    """
-    references: dict[str, list[dict[str, str]]] = {}
-    for character_id, images in loaded.references.items():
-        references[character_id] = [
-            {"sha256": image.sha256, "key": store.put(image.png)} for image in images
-        ]
-    style = None
-    if loaded.style is not None:
-        style = {"sha256": loaded.style.sha256, "key": store.put(loaded.style.png)}
-    spec = loaded.storyboard.model_dump(mode="json")
-    storyboard_id = catalog.put_storyboard(loaded.storyboard.name, spec, loaded.sha256)
-    options = {"references": references, "style": style, "spec_sha256": loaded.sha256}
-    return StoredSpec(storyboard_id=storyboard_id, options=options)
 
 
 def create_schedule(

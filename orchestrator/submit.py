@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunContext:
-    """What a driver needs to run a run, all read from the catalog and object store."""
+    """The inputs of one run's driver, all read from the catalog and the object store."""
 
     run: RunRow
     storyboard: Storyboard
@@ -27,12 +27,21 @@ class RunContext:
     style: ReferenceImage | None
 
 
-def submit(catalog: Catalog, store: ObjectStore, loaded: LoadedSpec) -> str:
-    """Store references, the storyboard and the planned frames; return the new run id.
+@dataclass(frozen=True)
+class StoredSpec:
+    """A storyboard stored in the catalog, with the options each of its runs gets."""
+
+    storyboard_id: str
+    options: dict[str, Any]
+
+
+def store_spec(catalog: Catalog, store: ObjectStore, loaded: LoadedSpec) -> StoredSpec:
+    """Store a loaded spec's references and its storyboard, without creating a run.
 
     The reference images go to the object store first, so a run row never
     points at an object that is missing, and so a run can be resumed or
-    served from any machine without the spec's folder.
+    served from any machine without the spec's folder. Later edits of the
+    spec file do not change what the stored storyboard plans.
     """
     references: dict[str, list[dict[str, str]]] = {}
     for character_id, images in loaded.references.items():
@@ -50,6 +59,14 @@ def submit(catalog: Catalog, store: ObjectStore, loaded: LoadedSpec) -> str:
         "style": style,
         "spec_sha256": loaded.sha256,
     }
+    return StoredSpec(storyboard_id=storyboard_id, options=options)
+
+
+def submit(catalog: Catalog, store: ObjectStore, loaded: LoadedSpec) -> str:
+    """Store references, the storyboard and the planned frames; return the new run id."""
+    stored = store_spec(catalog, store, loaded)
+    storyboard_id = stored.storyboard_id
+    options = stored.options
     # Batched insert: the plan is a generator, so large matrix plans are never held whole.
     run_id = catalog.create_run_batched(
         storyboard_id, plan(loaded.storyboard, loaded.sha256, storyboard_id), options

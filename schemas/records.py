@@ -85,7 +85,7 @@ class FrameTask(_Record):
 
 
 class GenerationRequest(_Record):
-    """What a generator actor needs for one attempt, self-contained."""
+    """The self-contained input of one generation attempt on a generator actor."""
 
     frame_key: str
     attempt: int

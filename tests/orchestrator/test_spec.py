@@ -295,4 +295,5 @@ def test_animated_image_uses_first_frame(spec_dir: Path) -> None:
 
     assert any("animated" in w for w in loaded.warnings)
     pixel = Image.open(io.BytesIO(loaded.references["ana"][0].png)).getpixel((0, 0))
-    assert pixel[0] > 200 and pixel[2] < 50
+    assert pixel[0] > 200
+    assert pixel[2] < 50
