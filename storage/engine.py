@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -73,7 +75,7 @@ def _create_sqlite_engine(url: URL) -> Engine:
             cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_MS)}")
             # WAL lets readers run while one writer commits; the setting is
             # stored in the file, so this is a no-op after the first connection.
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(cursor)
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
@@ -86,6 +88,25 @@ def _create_sqlite_engine(url: URL) -> Engine:
         connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch the connection's database file to WAL mode."""
+    # Connections that switch a new file to WAL at the same moment can deadlock
+    # on their shared locks. SQLite then fails one at once with "database is
+    # locked" and skips the busy handler (see sqlite3_busy_handler), so the
+    # switch is retried until the busy timeout has passed.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 def _dispose_pool_after_fork(engine: Engine) -> None:

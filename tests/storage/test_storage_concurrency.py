@@ -10,8 +10,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 from schemas.records import AttemptState, FrameState, FrameTask
 from storage.catalog import Catalog
+from storage.engine import create_catalog_engine
 from storage.objects import key_for
 
 MakeTasks = Callable[..., list[FrameTask]]
@@ -157,3 +160,22 @@ def test_sqlite_connection_settings(tmp_path: Path) -> None:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+
+
+def test_new_file_concurrent_connects(tmp_path: Path) -> None:
+    # Connections that switch a new file to WAL at the same moment can
+    # deadlock on SQLite's locks, and each one must still connect. One round
+    # hits the deadlock only now and then, so the test runs many rounds.
+    for round_index in range(40):
+        url = f"sqlite:///{tmp_path / f'new-{round_index}.db'}"
+        engines = [create_catalog_engine(url) for _ in range(4)]
+        try:
+
+            def connect(index: int, engines: list[Engine] = engines) -> None:
+                with engines[index].connect() as connection:
+                    assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+            assert run_threads(connect, len(engines)) == []
+        finally:
+            for engine in engines:
+                engine.dispose()
