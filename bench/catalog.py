@@ -268,7 +268,7 @@ def generate(size: int, rng: random.Random, seed: Seed) -> dict[str, Iterator[An
                 )
             )
             for character in cast:
-                characters.append((asset_id, character, verdict, score))
+                characters.append((asset_id, character, verdict, score, created))
             for kind, share, value in (
                 ("tag", TAG_SHARE, lambda: rng.choice(TAGS)),
                 ("rating", RATING_SHARE, lambda: rng.choice(["approve", "reject"])),
@@ -310,7 +310,7 @@ COLUMNS = {
     "verdict score characters_json prompt backend model seed width height steps guidance "
     "reference_hashes_json object_key sha256 seconds_generate seconds_score node device "
     "parent_asset_id created_at",
-    "asset_characters": "asset_id character_id verdict score",
+    "asset_characters": "asset_id character_id verdict score created_at",
     "review_marks": "id asset_id kind value author created_at",
 }
 

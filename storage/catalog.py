@@ -673,6 +673,7 @@ class Catalog:
             )
         run = session.get_one(Run, frame.run_id)
 
+        created_at = utcnow()
         asset = Asset(
             id=_new_id(),
             run_id=frame.run_id,
@@ -702,6 +703,7 @@ class Catalog:
             node=attempt.node,
             device=attempt.device,
             parent_asset_id=parent_asset_id,
+            created_at=created_at,
         )
 
         # Every character of the frame gets a row, scored or not, so that a
@@ -717,6 +719,7 @@ class Catalog:
                     else Verdict.UNSCORED.value
                 ),
                 score=scores[character_id].score if character_id in scores else None,
+                created_at=created_at,
             )
             for character_id in character_ids
         ]

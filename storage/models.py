@@ -231,6 +231,9 @@ class AssetCharacter(Base):
     character_id: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True, index=True)
     verdict: Mapped[str] = mapped_column(String(STATE_LENGTH))
     score: Mapped[float | None] = mapped_column(Float)
+    # A copy of the asset's created_at, so that one index serves a character
+    # filter in the default order, newest first.
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     asset: Mapped[Asset] = relationship(back_populates="characters", lazy="raise")
 
@@ -277,10 +280,12 @@ Index(
     postgresql_where=ReviewMark.kind.in_(LABEL_MARK_KINDS),
     sqlite_where=ReviewMark.kind.in_(LABEL_MARK_KINDS),
 )
-# The asset ids of one character, read from the index alone.
+# The assets of one character newest first, and its asset ids, read from
+# the index alone.
 Index(
-    "ix_asset_characters_character_id_asset_id",
+    "ix_asset_characters_character_id_created_at",
     AssetCharacter.character_id,
+    AssetCharacter.created_at,
     AssetCharacter.asset_id,
 )
 # Filters on seed and on the needs_review state.

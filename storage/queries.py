@@ -1,8 +1,10 @@
 """Asset list queries: filter terms, allow-listed sort keys and cursor pagination.
 
-`build_asset_page_query` is the catalog's main list query. It reads only the
+`build_asset_page_query` is the catalog's main list query. It reads the
 `assets` table, with indexed subqueries for characters, storyboards and
 review marks, so the database can walk one index and stop after one page.
+A character filter in the default order walks `asset_characters` instead,
+which carries a copy of each asset's creation time for that purpose.
 The catalog then loads the full rows of that page by primary key. Every
 value that comes from a user is a bound parameter; the only literals in the
 SQL are constants of this module.
@@ -11,6 +13,7 @@ SQL are constants of this module.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -48,7 +51,9 @@ DEFAULT_SORT = "-created_at"
 # character check reads the primary key of asset_characters, which is as
 # large as the table, so a walk filtered by character costs more per row.
 # Measured with bench/catalog.py at 1M assets (PostgreSQL 15, 2 cores):
-# these limits kept both filters' p95 lowest.
+# these limits kept both filters' p95 lowest. A character filter sorted by
+# creation time needs neither: it walks its own index (see
+# `walks_character_index`).
 MAX_CANDIDATES = {"character": 10_000, "tag": 5_000}
 # Shortest run or storyboard id prefix that a filter expands.
 MIN_ID_PREFIX = 4
@@ -173,18 +178,20 @@ def _id_condition(column: InstrumentedAttribute[str], table_id: Any, value: str)
 
 
 def filter_conditions(
-    filters: AssetFilters, *, skip: str | None = None
+    filters: AssetFilters, *, skip: Collection[str | None] = ()
 ) -> list[ColumnElement[bool]]:
     """Return the WHERE terms of `filters`, all with bound parameters.
 
-    `skip` leaves out the term of one candidate filter (character or tag),
-    for a query that joins that filter's asset ids instead.
+    `skip` leaves out the terms of candidate filters (character or tag),
+    for a query that joins those filters' asset ids instead.
     """
     terms = _origin_terms(filters) + _column_terms(filters)
 
     # Filters on other tables select asset ids.
     terms += [
-        Asset.id.in_(query) for name, query in candidate_queries(filters).items() if name != skip
+        Asset.id.in_(query)
+        for name, query in candidate_queries(filters).items()
+        if name not in skip
     ]
     if filters.rating is not None:
         terms.append(asset_rating_is(filters.rating))
@@ -247,15 +254,30 @@ def candidate_queries(filters: AssetFilters) -> dict[str, Select[Any]]:
     return queries
 
 
-def choose_candidates(session: Session, filters: AssetFilters) -> str | None:
+def walks_character_index(filters: AssetFilters, order: SortOrder) -> bool:
+    """Return whether the page query reads a character's assets in creation order.
+
+    Each asset_characters row carries its asset's creation time, so the
+    index (character_id, created_at, asset_id) lists one character's assets
+    in the default order and a page is one index range, however many
+    assets the character has.
+    """
+    return filters.character is not None and order.key.name == "created_at"
+
+
+def choose_candidates(
+    session: Session, filters: AssetFilters, *, exclude: str | None = None
+) -> str | None:
     """Return the name of the most selective candidate filter that matches few enough assets.
 
-    None means that no character or tag filter matches at most its
-    MAX_CANDIDATES assets. The counts stop one above that limit, so each costs
-    at most that many index entries.
+    None means that no character or tag filter other than `exclude` matches
+    at most its MAX_CANDIDATES assets. The counts stop one above that limit,
+    so each costs at most that many index entries.
     """
     best: tuple[int, str] | None = None
     for name, query in candidate_queries(filters).items():
+        if name == exclude:
+            continue
         limit = MAX_CANDIDATES[name]
         capped = query.limit(limit + 1).subquery()
         count = session.scalar(select(func.count()).select_from(capped)) or 0
@@ -272,7 +294,7 @@ def build_asset_page_query(
     *,
     null_segment: bool = False,
     candidates: str | None = None,
-) -> Select[Any]:
+) -> Select[str, Any]:
     """Select (id, sort value) of up to `limit` assets that follow `after` in `order`.
 
     Rows whose sort value is NULL (unscored assets, for the score key) come
@@ -283,8 +305,27 @@ def build_asset_page_query(
     whose asset ids the query collects first, so the database reads only
     those rows instead of walking the sort index.
     """
-    column = order.key.column
-    query = select(Asset.id, column).where(*filter_conditions(filters, skip=candidates))
+    column: InstrumentedAttribute[Any] = order.key.column
+    id_column: InstrumentedAttribute[Any] = Asset.id
+    if walks_character_index(filters, order):
+        if candidates == "character":
+            raise ValueError(
+                "candidates: 'character' is invalid for a character filter sorted by "
+                "created_at, which walks its own index; pass candidates=None"
+            )
+        # asset_characters has one row per asset and character, so the join
+        # adds no duplicates.
+        column, id_column = AssetCharacter.created_at, AssetCharacter.asset_id
+        query = (
+            select(id_column, column)
+            .join(Asset, Asset.id == AssetCharacter.asset_id)
+            .where(
+                AssetCharacter.character_id == filters.character,
+                *filter_conditions(filters, skip=("character", candidates)),
+            )
+        )
+    else:
+        query = select(Asset.id, column).where(*filter_conditions(filters, skip=(candidates,)))
     if candidates is not None:
         # MATERIALIZED keeps PostgreSQL from folding the ids back into the
         # outer query, where it may plan a walk of the whole sort index.
@@ -296,8 +337,8 @@ def build_asset_page_query(
         query = query.where(column.is_(None))
         if after is not None:
             last_id = after.asset_id
-            query = query.where(Asset.id < last_id if order.descending else Asset.id > last_id)
-        id_order = Asset.id.desc() if order.descending else Asset.id.asc()
+            query = query.where(id_column < last_id if order.descending else id_column > last_id)
+        id_order = id_column.desc() if order.descending else id_column.asc()
         return query.order_by(id_order).limit(limit)
 
     if order.key.nullable:
@@ -308,12 +349,12 @@ def build_asset_page_query(
         # index on `column` serves it on SQLite and PostgreSQL alike.
         value, last_id = after.value, after.asset_id
         if order.descending:
-            query = query.where(and_(column <= value, or_(column < value, Asset.id < last_id)))
+            query = query.where(and_(column <= value, or_(column < value, id_column < last_id)))
         else:
-            query = query.where(and_(column >= value, or_(column > value, Asset.id > last_id)))
+            query = query.where(and_(column >= value, or_(column > value, id_column > last_id)))
     if order.descending:
-        return query.order_by(column.desc(), Asset.id.desc()).limit(limit)
-    return query.order_by(column.asc(), Asset.id.asc()).limit(limit)
+        return query.order_by(column.desc(), id_column.desc()).limit(limit)
+    return query.order_by(column.asc(), id_column.asc()).limit(limit)
 
 
 def fetch_page_keys(
@@ -331,7 +372,8 @@ def fetch_page_keys(
         # and 5 ms without (bench/catalog.py, PostgreSQL 15 on 2 cores).
         # SET LOCAL ends with the transaction.
         session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
-    candidates = choose_candidates(session, filters)
+    exclude = "character" if walks_character_index(filters, order) else None
+    candidates = choose_candidates(session, filters, exclude=exclude)
     in_null_segment = after is not None and after.value is None
     positions: list[CursorPosition] = []
     if not in_null_segment:

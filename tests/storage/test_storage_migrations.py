@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import tomllib
+from collections.abc import Callable
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -12,10 +13,15 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from schemas.records import AttemptState, FrameState, FrameTask
 from storage import migrate
 from storage.catalog import Catalog
 from storage.engine import create_catalog_engine
+from storage.filters import AssetFilters
 from storage.models import Base
+from storage.objects import key_for
+
+MakeTasks = Callable[..., list[FrameTask]]
 
 TABLES = {
     "storyboards",
@@ -94,6 +100,41 @@ def test_downgrade_removes_every_table(catalog: Catalog) -> None:
     assert table_names(catalog.engine) == {"alembic_version"}
     catalog.upgrade()
     assert table_names(catalog.engine) == TABLES | {"alembic_version"}
+
+
+def test_character_times_backfilled(catalog: Catalog, make_tasks: MakeTasks) -> None:
+    storyboard_id = catalog.put_storyboard("campaign", {"n": 1}, "a" * 64)
+    tasks = make_tasks(storyboard_id, 3)
+    run_id = catalog.create_run(storyboard_id, tasks, {})
+    for task in tasks:
+        attempt_id = catalog.start_attempt(run_id, task.key, 1, task.seed)
+        object_key, digest = key_for(task.key.encode())
+        catalog.finish_attempt(attempt_id, AttemptState.DONE, object_key=object_key, sha256=digest)
+        catalog.accept_frame(run_id, task.key, attempt_id, FrameState.ACCEPTED, {})
+
+    # Back to the schema before the copied column, then forward again: the
+    # upgrade fills the column from the assets.
+    config = migrate.alembic_config()
+    with catalog.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0004")
+    assert "created_at" not in {
+        column["name"] for column in sa.inspect(catalog.engine).get_columns("asset_characters")
+    }
+    catalog.upgrade()
+
+    query = sa.text(
+        "SELECT asset_characters.character_id, asset_characters.created_at, assets.created_at "
+        "FROM asset_characters JOIN assets ON assets.id = asset_characters.asset_id"
+    )
+    with catalog.engine.connect() as connection:
+        rows = connection.execute(query).all()
+    assert len(rows) == 2 * len(tasks)
+    for _character, copied, original in rows:
+        assert copied is not None
+        assert copied == original
+    newest = catalog.query_assets(AssetFilters(character="leo"), sort="-created_at")
+    assert [asset.frame_key for asset in newest.items] == [task.key for task in reversed(tasks)]
 
 
 def test_concurrent_upgrades_agree(catalog_url: str) -> None:
