@@ -173,6 +173,69 @@ def resume_interrupted(
     return _resume_all(orphans, runner_factory)
 
 
+def find_unstarted_runs(catalog: Catalog, origin: str) -> list[RunRow]:
+    """Return the runs that `origin` submitted and no driver has started, oldest first."""
+    from orchestrator.submit import ORIGIN_OPTION
+
+    return [
+        run
+        for run in catalog.list_runs_in_states([RunState.PENDING])
+        if run.options.get(ORIGIN_OPTION) == origin and run.driver is None
+    ]
+
+
+def restart_unstarted(
+    catalog: Catalog,
+    start: Callable[[str], object],
+    origin: str,
+    policy: RecoveryPolicy = "resume",
+) -> list[str]:
+    """Apply `policy` to the runs that `origin` submitted but never started; return their ids.
+
+    A service that stops loses its queue, so its runs that waited for a free
+    slot stay pending. On the next start, `resume` hands each one to
+    `start` again, oldest first, `fail` marks it failed with the command that
+    starts it, and `leave` only logs it. Runs are claimed atomically when
+    they start, so a run that another process takes first runs only once.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"policy: {policy!r} is invalid; use one of: {', '.join(POLICIES)}")
+    runs = find_unstarted_runs(catalog, origin)
+    if not runs:
+        return []
+    logger.info(
+        "%d runs of %s never started (%s); policy %s",
+        len(runs),
+        origin,
+        ", ".join(run.id for run in runs),
+        policy,
+    )
+    handled = []
+    for run in runs:
+        if policy == "leave":
+            logger.warning("run=%s left pending; start it with `onmodel resume %s`", run.id, run.id)
+        elif policy == "fail":
+            if not _fail_unstarted(catalog, run, origin):
+                continue
+        else:
+            start(run.id)
+            logger.info("run=%s queued again after a restart", run.id)
+        handled.append(run.id)
+    return handled
+
+
+def _fail_unstarted(catalog: Catalog, run: RunRow, origin: str) -> bool:
+    error = f"the {origin} stopped before the run started; start it with `onmodel resume {run.id}`"
+    failed = catalog.set_run_state_if(
+        run.id, RunState.FAILED, expected_state=RunState.PENDING, expected_driver=None, error=error
+    )
+    if not failed:
+        logger.info("run=%s started meanwhile; left to its driver", run.id)
+        return False
+    logger.warning("run=%s marked failed: %s", run.id, error)
+    return True
+
+
 def _fail_orphan(catalog: Catalog, run: RunRow) -> bool:
     error = (
         f"driver {run.driver or '(none)'} stopped; continue the run with `onmodel resume {run.id}`"

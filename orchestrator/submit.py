@@ -16,6 +16,9 @@ from storage.objects import ObjectStore
 
 logger = logging.getLogger(__name__)
 
+# Run option that names the component that starts a submitted run.
+ORIGIN_OPTION = "origin"
+
 
 @dataclass(frozen=True)
 class RunContext:
@@ -62,11 +65,19 @@ def store_spec(catalog: Catalog, store: ObjectStore, loaded: LoadedSpec) -> Stor
     return StoredSpec(storyboard_id=storyboard_id, options=options)
 
 
-def submit(catalog: Catalog, store: ObjectStore, loaded: LoadedSpec) -> str:
-    """Store references, the storyboard and the planned frames; return the new run id."""
+def submit(
+    catalog: Catalog, store: ObjectStore, loaded: LoadedSpec, *, origin: str | None = None
+) -> str:
+    """Store references, the storyboard and the planned frames; return the new run id.
+
+    `origin` names the component that will start the run, such as the HTTP
+    service, which looks for its own runs that never started after a restart.
+    """
     stored = store_spec(catalog, store, loaded)
     storyboard_id = stored.storyboard_id
     options = stored.options
+    if origin is not None:
+        options = {**options, ORIGIN_OPTION: origin}
     # Batched insert: the plan is a generator, so large matrix plans are never held whole.
     run_id = catalog.create_run_batched(
         storyboard_id, plan(loaded.storyboard, loaded.sha256, storyboard_id), options

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from orchestrator.recovery import cancel_run
 from orchestrator.service.models import CancelResult, RunStatus, SubmittedRun
-from orchestrator.service.state import ServiceState, service_state
+from orchestrator.service.state import SERVICE_ORIGIN, ServiceState, service_state
 from orchestrator.service.submission import SpecText, load_submission, receive_submission
 from orchestrator.submit import submit
 from schemas.errors import NotFoundError, OnModelError, StorageError
@@ -52,7 +52,7 @@ SUBMIT_BODY: dict[str, Any] = {
 
 def _submit(state: ServiceState, spec: SpecText, folder: Path) -> str:
     loaded = load_submission(spec, folder, state.store, state.settings)
-    run_id = submit(state.catalog, state.store, loaded)
+    run_id = submit(state.catalog, state.store, loaded, origin=SERVICE_ORIGIN)
     state.launcher.start(run_id)
     return run_id
 

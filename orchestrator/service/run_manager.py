@@ -15,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from orchestrator.app_state import open_backends
-from orchestrator.recovery import current_driver
+from orchestrator.recovery import current_driver, restart_unstarted
 from orchestrator.runner import Runner, UserFacingRunError
+from orchestrator.service.state import SERVICE_ORIGIN
 from orchestrator.settings import Settings
 from schemas.errors import OnModelError
 from schemas.records import RunState
@@ -93,11 +94,18 @@ class RunManager:
                 self._active.discard(run_id)
 
     def recover(self) -> None:
-        """Apply the recovery policy to runs that a stopped service left, in a background thread.
+        """Apply the recovery policy to runs that a stopped service left.
 
-        `orchestrator.recovery.resume_interrupted` resumes them one after
-        another, outside the `service_max_runs` threads.
+        Runs the service accepted but never started go back into the queue
+        at once. `orchestrator.recovery.resume_interrupted` resumes the runs
+        that were running, one after another, in a background thread and
+        outside the `service_max_runs` threads.
         """
+        policy = self.settings.recovery_policy
+        try:
+            restart_unstarted(self.backends.catalog, self.start, SERVICE_ORIGIN, policy)
+        except Exception:
+            logger.exception("recovery of runs that never started failed")
         try:
             from orchestrator.recovery import resume_interrupted
         except ImportError:
@@ -106,9 +114,7 @@ class RunManager:
 
         def recover_runs() -> None:
             try:
-                handled = resume_interrupted(
-                    self.backends, self._new_runner, policy=self.settings.recovery_policy
-                )
+                handled = resume_interrupted(self.backends, self._new_runner, policy=policy)
             except Exception:
                 logger.exception("recovery of interrupted runs failed")
                 return
@@ -121,7 +127,8 @@ class RunManager:
         """Mark the runs executing here interrupted, so the next start resumes them.
 
         The worker threads cannot be stopped from outside; they end with the
-        actor's process. Queued runs stay pending.
+        actor's process. Queued runs stay pending, and `recover` queues
+        them again when the service starts next.
         """
         with self._lock:
             active = sorted(self._active)

@@ -13,6 +13,10 @@ from orchestrator.settings import Settings
 from storage.catalog import Catalog
 from storage.objects import ObjectStore
 
+# The `origin` of the runs that the service submits. A restarted service
+# queues its runs that never started again.
+SERVICE_ORIGIN = "service"
+
 
 class RunLauncher(Protocol):
     """Starts submitted runs somewhere that is not the HTTP replica."""

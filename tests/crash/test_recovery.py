@@ -21,6 +21,7 @@ from orchestrator.recovery import (
     driving,
     find_orphaned_runs,
     process_alive,
+    restart_unstarted,
     resume_interrupted,
     take_over,
 )
@@ -55,9 +56,9 @@ def backends(tmp_path: Path) -> Backends:
     return open_backends(Settings(home=tmp_path / "home", actors=1))
 
 
-def new_run(backends: Backends, folder: Path, frames: int = 3) -> str:
+def new_run(backends: Backends, folder: Path, frames: int = 3, *, origin: str | None = None) -> str:
     spec = write_spec(folder, variants=frames)
-    return submit(backends.catalog, backends.store, load_spec(spec))
+    return submit(backends.catalog, backends.store, load_spec(spec), origin=origin)
 
 
 def set_running(backends: Backends, run_id: str, driver: str, in_flight: bool = True) -> int | None:
@@ -139,6 +140,41 @@ def test_fail_policy_marks_runs_failed(tmp_path: Path, backends: Backends) -> No
     assert f"onmodel resume {run_id}" in run.error
     (attempt,) = [a for a in backends.catalog.list_attempts(run_id) if a.id == attempt_id]
     assert attempt.state == AttemptState.ABANDONED
+
+
+def test_unstarted_runs_queued_again(tmp_path: Path, backends: Backends) -> None:
+    first = new_run(backends, tmp_path / "a", origin="service")
+    second = new_run(backends, tmp_path / "b", origin="service")
+    from_cli = new_run(backends, tmp_path / "c")
+    from_scheduler = new_run(backends, tmp_path / "d", origin="scheduler")
+    started = new_run(backends, tmp_path / "e", origin="service")
+    set_running(backends, started, current_driver(), in_flight=False)
+    queued: list[str] = []
+
+    handled = restart_unstarted(backends.catalog, queued.append, "service")
+
+    assert handled == [first, second]
+    assert queued == [first, second]
+    for run_id in (first, second, from_cli, from_scheduler):
+        assert backends.catalog.get_run(run_id).state == RunState.PENDING
+    assert backends.catalog.get_run(started).state == RunState.RUNNING
+
+
+def test_unstarted_runs_fail_or_stay(tmp_path: Path, backends: Backends) -> None:
+    left = new_run(backends, tmp_path / "a", origin="service")
+    never_start = lambda run_id: pytest.fail(f"{run_id} must not start")  # noqa: E731
+
+    logged = restart_unstarted(backends.catalog, never_start, "service", policy="leave")
+    assert logged == [left]
+    assert backends.catalog.get_run(left).state == RunState.PENDING
+
+    failed = restart_unstarted(backends.catalog, never_start, "service", policy="fail")
+    assert failed == [left]
+    run = backends.catalog.get_run(left)
+    assert run.state == RunState.FAILED
+    assert run.error is not None
+    assert f"onmodel resume {left}" in run.error
+    assert restart_unstarted(backends.catalog, never_start, "service") == []
 
 
 def test_unknown_policy_is_rejected(backends: Backends) -> None:

@@ -61,6 +61,8 @@ def test_multipart_with_uploaded_references(service: tuple[TestClient, ServiceSt
     assert state.launcher.started == [run_id]  # type: ignore[attr-defined]
     run = state.catalog.get_run(run_id)
     assert run.state == RunState.PENDING
+    # A restarted service finds the runs it accepted by this option.
+    assert run.options["origin"] == "service"
     assert frame_count(state, run_id) == 7
     stored = state.catalog.get_storyboard(run.storyboard_id).spec
     assert stored["characters"][0]["references"] == ["refs/ana_1.jpg", "refs/ana_2.jpg"]
