@@ -182,15 +182,19 @@ def assets_show(
 def assets_export(
     asset_id: Annotated[str, typer.Argument(help="Asset id or unique prefix.")],
     dest: Annotated[Path, typer.Argument(help="File or existing folder to write the image to.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Copy an asset's image out of the object store."""
     backends = open_backends()
     asset = backends.catalog.get_asset(asset_id)
-    data = backends.store.get(asset.object_key)
     target = dest / f"{asset.scene_id}_{asset.id[:8]}.png" if dest.is_dir() else dest
     if not target.parent.is_dir():
         output.error(f"folder not found: {str(target.parent)!r}; create it first")
         raise typer.Exit(2)
+    if target.exists() and not force:
+        output.error(f"file exists: {str(target)!r}; pass --force to overwrite it")
+        raise typer.Exit(2)
+    data = backends.store.get(asset.object_key)
     tmp = target.with_name(target.name + ".part")
     tmp.write_bytes(data)
     shutil.move(tmp, target)

@@ -20,8 +20,6 @@ from orchestrator.output import user_errors
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-
-
 def _split_ids(value: str | None) -> list[str] | None:
     if value is None:
         return None

@@ -56,8 +56,6 @@ MissedHelp = "Missed-fire policy: skip (drop late fires) or run_once (one run fo
 OverlapHelp = "Overlap policy: skip (no new run while one is going) or allow."
 
 
-
-
 # Output
 
 

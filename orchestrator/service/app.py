@@ -7,12 +7,14 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from orchestrator.report.routes import report_router
 from orchestrator.service import routes_assets, routes_runs
 from orchestrator.service.state import ServiceState, service_state
 from orchestrator.service.submission import PayloadError
+from orchestrator.spec import field_path
 from schemas.errors import NotFoundError, SpecError, StorageError
 from schemas.storyboard import Storyboard
 from storage.filters import InvalidQueryError
@@ -21,6 +23,27 @@ from storage.reviews import InvalidMarkError
 logger = logging.getLogger(__name__)
 
 SCHEMA_REF = "#/components/schemas/{model}"
+# Request parts that FastAPI puts first in a validation error's location.
+REQUEST_PARTS = ("query", "path", "body", "header", "cookie")
+# Maximum length of the value text that an error response repeats.
+MAX_ERROR_VALUE_LENGTH = 200
+# The 422 body of `_validation_error_body`, in place of FastAPI's default
+# in the OpenAPI document.
+VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "HTTPValidationError",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {"type": "string", "title": "Detail"},
+        "field": {"type": "string", "title": "Field"},
+        "value": {"title": "Value"},
+        "errors": {
+            "type": "array",
+            "title": "Errors",
+            "items": {"$ref": SCHEMA_REF.format(model="ValidationError")},
+        },
+    },
+}
 API_DESCRIPTION = """
 Submit storyboards, follow their runs, and query, download and review the
 cataloged assets. Every `/v1` endpoint except `/v1/health` needs
@@ -37,7 +60,38 @@ def _error_body(message: str, field: str | None = None, value: Any = None) -> di
     return body
 
 
+def _validation_error_body(exc: RequestValidationError) -> dict[str, Any]:
+    """Describe the first invalid value as {detail, field, value}, with every error in `errors`."""
+    errors = list(exc.errors())
+    first = errors[0]
+    location = tuple(first.get("loc", ()))
+    if location and location[0] in REQUEST_PARTS:
+        location = location[1:]
+    field = field_path(location) or None
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+
+    if first.get("type") == "missing":
+        value_text = None
+        detail = f"{field}: missing; add it to the request" if field else message
+    else:
+        value = first.get("input")
+        value_text = value if isinstance(value, str) else repr(value)
+        if len(value_text) > MAX_ERROR_VALUE_LENGTH:
+            value_text = value_text[: MAX_ERROR_VALUE_LENGTH - 3] + "..."
+        detail = f"{field}: {message}, got {value_text!r}" if field else message
+    if len(errors) > 1:
+        detail += f" ({len(errors) - 1} more in errors)"
+
+    body = _error_body(detail, field, value_text)
+    body["errors"] = jsonable_encoder(errors, custom_encoder={Exception: str})
+    return body
+
+
 def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(_validation_error_body(exc), status_code=422)
+
     @app.exception_handler(SpecError)
     @app.exception_handler(InvalidQueryError)
     @app.exception_handler(InvalidMarkError)
@@ -98,6 +152,8 @@ def create_app(state: ServiceState) -> FastAPI:
             for name, definition in spec_schema.pop("$defs", {}).items():
                 components.setdefault(name, jsonable_encoder(definition))
             components["Storyboard"] = jsonable_encoder(spec_schema)
+            if "HTTPValidationError" in components:
+                components["HTTPValidationError"] = VALIDATION_ERROR_SCHEMA
             app.openapi_schema = schema
         return app.openapi_schema
 

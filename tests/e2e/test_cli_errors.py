@@ -30,9 +30,18 @@ def run_cli(*args: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda d: d["characters"][0].update(references=["refs/missing.jpg"]), "characters[0].references[0]"),
-        (lambda d: d["characters"][0].update(references=["../../etc/passwd"]), "outside the spec's folder"),
-        (lambda d: d["scenes"][0].update(characters=["mia"]), "scenes[0].characters[0]: unknown character 'mia'"),
+        (
+            lambda d: d["characters"][0].update(references=["refs/missing.jpg"]),
+            "characters[0].references[0]",
+        ),
+        (
+            lambda d: d["characters"][0].update(references=["../../etc/passwd"]),
+            "outside the spec's folder",
+        ),
+        (
+            lambda d: d["scenes"][0].update(characters=["mia"]),
+            "scenes[0].characters[0]: unknown character 'mia'",
+        ),
         (lambda d: d["scenes"][1].update(id="s01-counter"), "scenes[1].id: duplicate scene id"),
         (lambda d: d["defaults"].update(width=100), "defaults.width"),
         (lambda d: d.update(scenes=[]), "scenes"),

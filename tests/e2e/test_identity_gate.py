@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ray import cloudpickle
 import pytest
 import yaml
 from PIL import Image
+from ray import cloudpickle
 
 from orchestrator.app_state import open_backends
 from orchestrator.runner import Runner
@@ -57,7 +57,11 @@ class ScriptedGenerator:
         self.calls[request.frame_key] = count + 1
         choices = SCRIPT[marker]
         name = choices[min(count, len(choices) - 1)]
-        image = self._pair() if name == "__pair__" else Image.open(Path(self.faces) / name).convert("RGB")
+        image = (
+            self._pair()
+            if name == "__pair__"
+            else Image.open(Path(self.faces) / name).convert("RGB")
+        )
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         return GenerationResult(
@@ -75,7 +79,10 @@ class ScriptedGenerator:
 
     def _pair(self) -> Image.Image:
         # Leo (Macron 2025) on the left and Ana (Ardern 2022) on the right.
-        photos = [Image.open(Path(self.faces) / n).convert("RGB") for n in ("macron_2025.jpg", "ardern_2022.jpg")]
+        photos = [
+            Image.open(Path(self.faces) / n).convert("RGB")
+            for n in ("macron_2025.jpg", "ardern_2022.jpg")
+        ]
         photos = [p.resize((round(p.width * 480 / p.height), 480)) for p in photos]
         canvas = Image.new("RGB", (photos[0].width + photos[1].width, 480), "grey")
         canvas.paste(photos[0], (0, 0))

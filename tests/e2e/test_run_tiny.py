@@ -43,7 +43,9 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "home", actors=1)
 
 
-def test_tiny_run_catalogs_every_frame(tmp_path: Path, settings: Settings, ray_session: None) -> None:
+def test_tiny_run_catalogs_every_frame(
+    tmp_path: Path, settings: Settings, ray_session: None
+) -> None:
     loaded = load_spec(small_example(tmp_path / "spec"))
     backends = open_backends(settings)
     run_id = submit(backends.catalog, backends.store, loaded)
@@ -85,7 +87,9 @@ def test_tiny_run_is_reproducible(tmp_path: Path, ray_session: None) -> None:
             runner.run(run_id)
         finally:
             runner.shutdown()
-        hashes.append(sorted((a.frame_key, a.sha256) for a in backends.catalog.list_assets(run_id=run_id)))
+        hashes.append(
+            sorted((a.frame_key, a.sha256) for a in backends.catalog.list_assets(run_id=run_id))
+        )
 
     assert hashes[0] == hashes[1]
 
@@ -96,7 +100,9 @@ def test_cli_run_and_assets_json(tmp_path: Path) -> None:
     env = {**os.environ, "ONMODEL_HOME": str(tmp_path / "home"), "ONMODEL_ACTORS": "2"}
     onmodel = [sys.executable, "-m", "orchestrator.cli"]
 
-    done = subprocess.run([*onmodel, "run", str(spec), "--json"], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*onmodel, "run", str(spec), "--json"], env=env, capture_output=True, text=True, timeout=300
+    )
 
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -106,7 +112,10 @@ def test_cli_run_and_assets_json(tmp_path: Path) -> None:
 
     listed = subprocess.run(
         [*onmodel, "assets", "list", "--run", summary["run_id"], "--json"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert listed.returncode == 0, listed.stderr
     assets = json.loads(listed.stdout)
@@ -120,7 +129,10 @@ def test_cli_run_and_assets_json(tmp_path: Path) -> None:
     exported = tmp_path / "out.png"
     export = subprocess.run(
         [*onmodel, "assets", "export", assets[0]["id"], str(exported)],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert export.returncode == 0, export.stderr
     assert exported.read_bytes() == Path(assets[0]["path"]).read_bytes()

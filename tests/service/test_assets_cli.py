@@ -130,6 +130,22 @@ def test_show_and_export(seeded: list[SeededAsset], tmp_path: Path) -> None:
     assert "not found" in missing_err
 
 
+def test_export_keeps_existing_file(seeded: list[SeededAsset], tmp_path: Path) -> None:
+    target = tmp_path / "hero.png"
+    target.write_bytes(b"keep me")
+
+    kept_code, kept_out, kept_err = onmodel("assets", "export", seeded[0].id, str(target))
+    assert kept_code == 2
+    assert kept_out == ""
+    assert "file exists" in kept_err
+    assert "--force" in kept_err
+    assert target.read_bytes() == b"keep me"
+
+    forced_code, _, _ = onmodel("assets", "export", seeded[0].id, str(target), "--force")
+    assert forced_code == 0
+    assert target.read_bytes() == seeded[0].png
+
+
 def test_review_marks_from_cli(seeded: list[SeededAsset]) -> None:
     asset_id = seeded[0].id
 

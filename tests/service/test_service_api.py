@@ -170,7 +170,10 @@ def test_invalid_query_names_the_parameter(
     response = client.get("/v1/assets", params=params)
 
     assert response.status_code == 422
-    assert field in response.text
+    body = response.json()
+    assert body["field"] == field
+    assert body["detail"].startswith(f"{field}: ")
+    assert body["value"] == str(params[field])
 
 
 def test_injection_leaves_catalog_intact(
@@ -332,6 +335,29 @@ def test_valid_token_is_accepted(make_client: MakeClient) -> None:
     assert len(response.json()["items"]) == 1
 
 
+def test_invalid_body_names_the_field(api: Api) -> None:
+    client, _, seeded = api
+    asset_id = seeded[0].id
+
+    missing = client.post(f"/v1/assets/{asset_id}/tags", json={"author": "kim"})
+    extra = client.post(f"/v1/assets/{asset_id}/tags", json={"tag": "hero", "colour": "red"})
+    too_long = client.post(f"/v1/assets/{asset_id}/tags", json={"tag": "x" * 5000})
+
+    assert missing.status_code == 422
+    assert missing.json()["field"] == "tag"
+    assert missing.json()["value"] is None
+    assert missing.json()["detail"] == "tag: missing; add it to the request"
+    assert extra.status_code == 422
+    assert extra.json()["field"] == "colour"
+    assert extra.json()["value"] == "red"
+    assert too_long.status_code == 422
+    assert too_long.json()["field"] == "tag"
+    # The response repeats a long value only in part.
+    assert len(too_long.json()["value"]) == 200
+    assert too_long.json()["value"].endswith("...")
+    assert [error["loc"] for error in too_long.json()["errors"]] == [["body", "tag"]]
+
+
 def test_openapi_documents_the_api(make_client: MakeClient) -> None:
     client, _ = make_client()
 
@@ -348,3 +374,5 @@ def test_openapi_documents_the_api(make_client: MakeClient) -> None:
     expected |= {"backend", "model", "seed", "tag", "rating", "since", "until", "q"}
     expected |= {"sort", "limit", "cursor"}
     assert expected <= parameters
+    error_fields = schema["components"]["schemas"]["HTTPValidationError"]["properties"]
+    assert set(error_fields) == {"detail", "field", "value", "errors"}
