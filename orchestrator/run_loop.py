@@ -15,6 +15,7 @@ What a failure costs (the limits are in `Settings`):
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.compose import bind_prompt, compose_canvas
 from orchestrator.actor_pool import ActorPool, describe_actor_error
-from orchestrator.affinity import pick_actor
+from orchestrator.affinity import LOOKAHEAD_WINDOW, Size, pick_actor, pick_frame
 from orchestrator.calls import GENERATE, SCORE, Call, CallTracker
 from orchestrator.consistency import (
     Action,
@@ -249,28 +250,43 @@ class RunLoop:
 
     def _dispatch(self) -> None:
         while self.ready:
-            key = self.ready[0]
-            frame = self.frames[key]
-            pool = self.runner.generator_pool(frame.row.backend, frame.row.model)
+            head = self.frames[self.ready[0]]
+            pool = self.runner.generator_pool(head.row.backend, head.row.model)
             if pool.exhausted:
                 self.ready.popleft()
-                logger.error("run=%s frame=%s failed: %s", self.run_id, key, pool.exhausted_error())
-                self._finish_without_asset(frame, FrameState.FAILED, pool.exhausted_error())
+                logger.error(
+                    "run=%s frame=%s failed: %s", self.run_id, head.row.key, pool.exhausted_error()
+                )
+                self._finish_without_asset(head, FrameState.FAILED, pool.exhausted_error())
                 continue
-            size = (frame.row.width, frame.row.height)
             # Size affinity: an actor keeps the frame size it last ran when it can,
             # because a new size costs a recompile on GPU actors using torch.compile.
             actor = pick_actor(
                 {a: self.last_size.get(a) for a in pool.healthy},
                 {a: self.calls.load(a) for a in pool.healthy},
-                size,
+                (head.row.width, head.row.height),
                 QUEUE_DEPTH,
             )
             if actor is None:
                 return
-            self.ready.popleft()
-            self.last_size[actor] = size
+            # When every queue was full, the actor that freed a slot may have
+            # last run another size than the head frame: a frame of its own
+            # size a few places back goes first.
+            last_size = self.last_size.get(actor)
+            index = pick_frame(self._ready_sizes(head.row), last_size, LOOKAHEAD_WINDOW)
+            frame = self.frames[self.ready[index]]
+            del self.ready[index]
+            self.last_size[actor] = (frame.row.width, frame.row.height)
             self._start_attempt(frame, actor, pool)
+
+    def _ready_sizes(self, head: FrameRow) -> list[Size | None]:
+        """Return the sizes of the first ready frames, None for those of another generator pool."""
+        sizes: list[Size | None] = []
+        for key in itertools.islice(self.ready, LOOKAHEAD_WINDOW):
+            row = self.frames[key].row
+            same_pool = (row.backend, row.model) == (head.backend, head.model)
+            sizes.append((row.width, row.height) if same_pool else None)
+        return sizes
 
     def _start_attempt(self, frame: _Frame, actor: Any, pool: ActorPool) -> None:
         row = frame.row
