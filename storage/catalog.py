@@ -954,6 +954,19 @@ class Catalog:
             )
             return [review_mark_row(mark) for mark in marks]
 
+    def run_ratings(self, run_id: str) -> dict[str, str]:
+        """Return asset id -> newest rating (approve or reject) of the run's rated assets."""
+        with self._session(write=False) as session:
+            full_id = self._resolve_id(session, "run", Run.id, run_id)
+            # Ordered by mark id, so the newest rating of an asset is written last.
+            marks = session.execute(
+                select(ReviewMark.asset_id, ReviewMark.value)
+                .join(Asset, Asset.id == ReviewMark.asset_id)
+                .where(Asset.run_id == full_id, ReviewMark.kind == MarkKind.RATING.value)
+                .order_by(ReviewMark.id)
+            )
+            return {asset_id: value for asset_id, value in marks}
+
     # Recovery and garbage collection
 
     def list_runs_in_states(self, states: Iterable[RunState]) -> list[RunRow]:

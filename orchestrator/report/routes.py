@@ -29,7 +29,6 @@ from orchestrator.report.page import render_page
 from schemas.errors import NotFoundError
 from storage.catalog import Catalog
 from storage.objects import ObjectStore
-from storage.reviews import summarize_marks
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +93,4 @@ def report_router(
 
 def current_ratings(catalog: Catalog, report: RunReport) -> dict[str, str]:
     """Return asset id -> newest rating for the run's rated assets."""
-    # NOTE: one query per asset; a run of thousands of frames wants a bulk query.
-    ratings = {}
-    for frame in report.frames:
-        if frame.asset is None:
-            continue
-        summary = summarize_marks(catalog.list_review_marks(frame.asset.id))
-        if summary.rating is not None:
-            ratings[frame.asset.id] = summary.rating.value
-    return ratings
+    return catalog.run_ratings(report.run.id)

@@ -296,6 +296,23 @@ def test_filter_by_tag_and_latest_rating(catalog: Catalog, seeded: Seeded) -> No
     assert ids(catalog, rating="approve", tag="cover") == {second}
 
 
+def test_run_ratings_keep_newest(catalog: Catalog, seeded: Seeded) -> None:
+    first, second, third = seeded.assets[:3]
+    run_of = {asset: catalog.get_asset(asset).run_id for asset in (first, second, third)}
+    catalog.add_review_mark(first, "rating", "approve", "kim")
+    catalog.add_review_mark(first, "rating", "reject", "lee")
+    catalog.add_review_mark(second, "rating", "approve", "kim")
+    catalog.add_review_mark(third, "tag", "approve", "kim")
+    catalog.add_review_mark(third, "comment", "reject", "kim")
+
+    ratings = {run_id: catalog.run_ratings(run_id) for run_id in seeded.run_ids}
+
+    expected: dict[str, dict[str, str]] = {run_id: {} for run_id in seeded.run_ids}
+    expected[run_of[first]][first] = "reject"
+    expected[run_of[second]][second] = "approve"
+    assert ratings == expected
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
