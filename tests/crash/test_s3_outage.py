@@ -10,7 +10,6 @@ during and after the outage must be in the bucket at the end.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 from crash_helpers import write_spec
 from moto.server import ThreadedMotoServer
+from servers import free_port, set_test_aws_env
 
 from orchestrator.app_state import open_backends
 from orchestrator.runner import Runner
@@ -32,17 +32,6 @@ from storage.s3 import S3ObjectStore
 
 BUCKET = "onmodel-outage"
 OUTAGE_S = 3.0
-# Ray gives its workers ports 10002-19999; the S3 server stays outside that range.
-RAY_PORTS = range(10002, 20000)
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        if port not in RAY_PORTS:
-            return port
 
 
 def create_bucket(endpoint: str) -> None:
@@ -97,14 +86,7 @@ class S3Outage:
 @pytest.fixture
 def aws_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Dummy credentials, and boto3 kept away from the user's AWS files and metadata address."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    set_test_aws_env(monkeypatch, tmp_path)
     yield
 
 

@@ -2,42 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 import yaml
 from PIL import Image
-from sqlalchemy.engine import make_url
+from servers import postgres_schema
 
 from orchestrator.spec import LoadedSpec, load_spec
 from storage.catalog import Catalog
 from storage.objects import ObjectStore, open_store
-
-POSTGRES_URL_VARIABLE = "ONMODEL_TEST_POSTGRES_URL"
-
-
-@contextmanager
-def postgres_schema_url() -> Iterator[str]:
-    """Create an empty schema on the test PostgreSQL server; yield its URL, then drop it."""
-    base_url = os.environ.get(POSTGRES_URL_VARIABLE)
-    if not base_url:
-        pytest.skip(f"{POSTGRES_URL_VARIABLE} is not set; `source .ci/start_services.sh`")
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base_url)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @contextmanager
@@ -57,7 +33,7 @@ def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]
         with open_catalog(f"sqlite:///{tmp_path / 'catalog.db'}") as catalog:
             yield catalog
         return
-    with postgres_schema_url() as url, open_catalog(url) as catalog:
+    with postgres_schema() as url, open_catalog(url) as catalog:
         yield catalog
 
 

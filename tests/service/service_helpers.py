@@ -1,9 +1,8 @@
-"""Helpers of the service tests: seeded assets with real PNG objects, ports, a fake launcher."""
+"""Helpers of the service tests: seeded assets with real PNG objects and a recording launcher."""
 
 from __future__ import annotations
 
 import io
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,22 +15,9 @@ from schemas.storyboard import Backend
 from storage.catalog import Catalog
 from storage.objects import ObjectStore
 
-# Ray's worker processes use these ports; services under test stay outside.
-RAY_WORKER_PORTS = range(10002, 20000)
 TOKEN = "test-token-0123456789abcdef"
 
 MakeClient = Callable[..., tuple[TestClient, ServiceState]]
-
-
-def free_port() -> int:
-    """Return a free TCP port on 127.0.0.1 outside Ray's worker port range."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port not in RAY_WORKER_PORTS:
-            return port
-    raise RuntimeError("no free port outside 10002-19999 after 100 tries")
 
 
 class RecordingLauncher:

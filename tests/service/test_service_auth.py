@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from service_helpers import TOKEN, free_port
+from servers import free_port
+from service_helpers import TOKEN
 
 from orchestrator.service.auth import ServiceConfigError, check_listen_address, is_loopback
 

@@ -24,7 +24,7 @@ import httpx
 import pytest
 import yaml
 from PIL import Image
-from service_helpers import free_port
+from servers import free_port
 
 from orchestrator.app_state import open_backends
 from orchestrator.settings import Settings

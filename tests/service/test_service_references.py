@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from service_helpers import free_port
+from servers import free_port
 
 from orchestrator.service import references
 from orchestrator.service.references import (

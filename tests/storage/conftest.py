@@ -2,58 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from servers import postgres_schema
 
 from schemas.records import FrameTask
 from schemas.storyboard import Backend
 from storage.catalog import Catalog
 from storage.objects import LocalObjectStore, ObjectStore
 from storage.s3 import S3ObjectStore
-
-POSTGRES_URL_VARIABLE = "ONMODEL_TEST_POSTGRES_URL"
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a moto S3 server on 127.0.0.1 with dummy credentials in the environment."""
-    from moto.server import ThreadedMotoServer
-
-    empty = tmp_path_factory.mktemp("aws")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        patch.delenv("AWS_SESSION_TOKEN", raising=False)
-        patch.delenv("AWS_PROFILE", raising=False)
-        # Keep boto3 away from the user's AWS files and the instance metadata address.
-        patch.setenv("AWS_CONFIG_FILE", str(empty / "config"))
-        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty / "credentials"))
-        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-        # Port 0 lets the OS pick a free port.
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        try:
-            yield f"http://{host}:{port}"
-        finally:
-            server.stop()
-
-
-@pytest.fixture
-def s3_bucket(s3_endpoint: str) -> str:
-    """A new, empty bucket on the moto server."""
-    name = f"onmodel-test-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture
@@ -71,16 +30,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     return result
 
 
-def postgres_url_or_skip() -> str:
-    url = os.environ.get(POSTGRES_URL_VARIABLE)
-    if not url:
-        pytest.skip(
-            f"{POSTGRES_URL_VARIABLE} is not set; start a server with "
-            "`source .ci/start_services.sh` to run the PostgreSQL tests"
-        )
-    return url
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """URL of an empty database: a SQLite file, or a fresh schema on PostgreSQL."""
@@ -88,20 +37,8 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
         yield f"sqlite:///{tmp_path / 'catalog.db'}"
         return
 
-    base_url = postgres_url_or_skip()
-    # A schema per test keeps tests independent without creating databases.
-    # The name is generated here, never user input, so quoting it is enough.
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base_url)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from servers import postgres_schema
 
 from schemas.errors import NotFoundError
 from schemas.records import AttemptState, CharacterScore, FrameScore, FrameState, FrameTask, Verdict
@@ -166,22 +164,9 @@ def shared(
             yield opened, seed_catalog(opened)
         return
 
-    base_url = os.environ.get("ONMODEL_TEST_POSTGRES_URL")
-    if not base_url:
-        pytest.skip("ONMODEL_TEST_POSTGRES_URL is not set; `source .ci/start_services.sh`")
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base_url)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        with Catalog(url.render_as_string(hide_password=False)) as opened:
-            opened.upgrade()
-            yield opened, seed_catalog(opened)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema() as url, Catalog(url) as opened:
+        opened.upgrade()
+        yield opened, seed_catalog(opened)
 
 
 def ids(catalog: Catalog, **filters: object) -> set[str]:
