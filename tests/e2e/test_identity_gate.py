@@ -7,9 +7,7 @@ scorer in a Ray actor.
 
 from __future__ import annotations
 
-import io
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from photo_generators import FACES, PhotoGenerator
 from PIL import Image
 from ray import cloudpickle
 
@@ -25,9 +24,7 @@ from orchestrator.runner import Runner
 from orchestrator.settings import Settings
 from orchestrator.spec import load_spec
 from orchestrator.submit import submit
-from schemas.records import AttemptState, FrameState, GenerationRequest, GenerationResult, Verdict
-
-FACES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"
+from schemas.records import AttemptState, FrameState, GenerationRequest, Verdict
 
 # Scene prompt marker -> photo returned by attempt 1, 2, ... (the last one repeats).
 SCRIPT = {
@@ -38,56 +35,20 @@ SCRIPT = {
 }
 
 
-class ScriptedGenerator:
-    """A generator whose output the test chooses: real photos, picked by prompt and call count."""
-
-    faces = str(FACES)
+class ScriptedGenerator(PhotoGenerator):
+    """Real photos picked by the prompt's marker and by how often the frame was generated."""
 
     def __init__(self, backend: str, model: str, options: dict[str, Any] | None = None) -> None:
-        self.backend = backend
-        self.model = model
+        super().__init__(backend, model, options)
         self.calls: dict[str, int] = {}
 
-    def info(self) -> dict[str, Any]:
-        return {"pid": 0, "node": socket.gethostname(), "device": "cpu", "scorable": True}
-
-    def generate(self, request: GenerationRequest) -> GenerationResult:
+    def image(self, request: GenerationRequest) -> Image.Image:
         marker = next(m for m in SCRIPT if m in request.prompt)
         count = self.calls.get(request.frame_key, 0)
         self.calls[request.frame_key] = count + 1
         choices = SCRIPT[marker]
         name = choices[min(count, len(choices) - 1)]
-        image = (
-            self._pair()
-            if name == "__pair__"
-            else Image.open(Path(self.faces) / name).convert("RGB")
-        )
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return GenerationResult(
-            frame_key=request.frame_key,
-            attempt=request.attempt,
-            png=buffer.getvalue(),
-            width=image.width,
-            height=image.height,
-            seconds=0.0,
-            node=socket.gethostname(),
-            device="cpu",
-            backend=request.backend,
-            model=request.model,
-        )
-
-    def _pair(self) -> Image.Image:
-        # Leo (Macron 2025) on the left and Ana (Ardern 2022) on the right.
-        photos = [
-            Image.open(Path(self.faces) / n).convert("RGB")
-            for n in ("macron_2025.jpg", "ardern_2022.jpg")
-        ]
-        photos = [p.resize((round(p.width * 480 / p.height), 480)) for p in photos]
-        canvas = Image.new("RGB", (photos[0].width + photos[1].width, 480), "grey")
-        canvas.paste(photos[0], (0, 0))
-        canvas.paste(photos[1], (photos[0].width, 0))
-        return canvas
+        return self.pair() if name == "__pair__" else self.photo(name)
 
 
 # Ray workers cannot import this test module, so its classes travel by value.

@@ -9,23 +9,20 @@ received, so the test can check what each attempt was conditioned on.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import logging
 import os
 import shutil
-import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from photo_generators import FACES, PhotoGenerator, captured_messages
 from PIL import Image, ImageDraw
 from ray import cloudpickle
 
 from actors.compose import bind_prompt, compose_canvas
-from actors.generator import GeneratorWorker
 from actors.identity import IdentityWorker
 from orchestrator.app_state import open_backends
 from orchestrator.edit import create_edit_run, lineage
@@ -34,8 +31,6 @@ from orchestrator.settings import Settings
 from orchestrator.spec import load_spec
 from orchestrator.submit import load_context, submit
 from schemas.records import AttemptState, FrameState, GenerationRequest, GenerationResult, Verdict
-
-FACES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"
 
 CHAIN_PROMPT = "Ana stands at the counter"
 EDITS = ["make it night", "add rain", "add a neon sign"]
@@ -47,7 +42,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class ChainGenerator(GeneratorWorker):
+class ChainGenerator(PhotoGenerator):
     """A generator whose output the test chooses, and that logs what it was conditioned on.
 
     Step k of Ana's chain returns her 2022 photo with a marker square whose
@@ -55,39 +50,21 @@ class ChainGenerator(GeneratorWorker):
     its first call (another person's photo) and is on model after that.
     """
 
-    faces = str(FACES)
     # Set by the test before the runner pickles this class.
     log_dir = ""
 
     def __init__(self, backend: str, model: str, options: dict[str, Any] | None = None) -> None:
-        # No model to load: the photos are the output.
-        self.backend = backend
-        self.model = model
+        super().__init__(backend, model, options)
         self.calls: dict[str, int] = {}
 
-    def info(self) -> dict[str, Any]:
-        return {
-            "pid": os.getpid(),
-            "node": socket.gethostname(),
-            "device": "cpu",
-            "backend": self.backend,
-            "model": self.model,
-            "scorable": True,
-        }
-
     def generate(self, request: GenerationRequest) -> GenerationResult:
-        count = self.calls.get(request.frame_key, 0)
-        self.calls[request.frame_key] = count + 1
-        image = self._image(request.prompt, count)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        png = buffer.getvalue()
+        result = super().generate(request)
         entry = {
             "frame_key": request.frame_key,
             "attempt": request.attempt,
             "prompt": request.prompt,
             "conditioning": sha256(request.conditioning_png) if request.conditioning_png else None,
-            "output": sha256(png),
+            "output": sha256(result.png),
         }
         with open(Path(self.log_dir) / f"{os.getpid()}.jsonl", "a") as log:
             log.write(json.dumps(entry) + "\n")
@@ -95,44 +72,24 @@ class ChainGenerator(GeneratorWorker):
                 (Path(self.log_dir) / f"{entry['conditioning']}.png").write_bytes(
                     request.conditioning_png
                 )
-        return GenerationResult(
-            frame_key=request.frame_key,
-            attempt=request.attempt,
-            png=png,
-            width=image.width,
-            height=image.height,
-            seconds=0.0,
-            node=socket.gethostname(),
-            device="cpu",
-            backend=request.backend,
-            model=request.model,
-        )
+        return result
 
-    def _image(self, prompt: str, count: int) -> Image.Image:
+    def image(self, request: GenerationRequest) -> Image.Image:
+        prompt = request.prompt
+        count = self.calls.get(request.frame_key, 0)
+        self.calls[request.frame_key] = count + 1
         if PAIR_PROMPT in prompt:
-            return self._pair()
+            return self.pair()
         if prompt == EDITS[1] and count == 0:
-            return self._photo("sunak.jpg")
+            return self.photo("sunak.jpg")
         step = 0
         if prompt in EDITS:
             step = EDITS.index(prompt) + 1
         elif prompt == LOCAL_EDIT:
             step = 4
-        image = self._photo("ardern_2022.jpg")
+        image = self.photo("ardern_2022.jpg")
         ImageDraw.Draw(image).rectangle((0, 0, 40, 40), fill=(40 * step, 200 - 40 * step, 90))
         return image
-
-    def _photo(self, name: str) -> Image.Image:
-        return Image.open(Path(self.faces) / name).convert("RGB")
-
-    def _pair(self) -> Image.Image:
-        # Leo (Macron 2025) on the left and Ana (Ardern 2022) on the right.
-        photos = [self._photo(n) for n in ("macron_2025.jpg", "ardern_2022.jpg")]
-        photos = [p.resize((round(p.width * 480 / p.height), 480)) for p in photos]
-        canvas = Image.new("RGB", (photos[0].width + photos[1].width, 480), "grey")
-        canvas.paste(photos[0], (0, 0))
-        canvas.paste(photos[1], (photos[0].width, 0))
-        return canvas
 
 
 # Ray workers cannot import this test module, so its classes travel by value.
@@ -164,30 +121,15 @@ def write_spec(folder: Path) -> Path:
     return spec
 
 
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 def run_to_end(settings: Settings, backends: Any, run_id: str) -> list[str]:
     """Run with the scripted generator; return the runner's log messages."""
-    lines = _Lines()
-    runner_logger = logging.getLogger("orchestrator")
-    runner_logger.addHandler(lines)
-    previous = runner_logger.level
-    runner_logger.setLevel(logging.INFO)
     runner = Runner(settings, backends.catalog, backends.store, generator_cls=ChainGenerator)
-    try:
-        runner.run(run_id)
-    finally:
-        runner.shutdown()
-        runner_logger.removeHandler(lines)
-        runner_logger.setLevel(previous)
-    return lines.lines
+    with captured_messages() as messages:
+        try:
+            runner.run(run_id)
+        finally:
+            runner.shutdown()
+    return messages
 
 
 @pytest.fixture(scope="module")

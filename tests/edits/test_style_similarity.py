@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
-import os
 import shutil
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,22 +12,21 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from photo_generators import FACES, PhotoGenerator, captured_messages
 from PIL import Image
 from ray import cloudpickle
 from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
-from actors.generator import GeneratorWorker
 from orchestrator.app_state import open_backends
 from orchestrator.runner import Runner
 from orchestrator.settings import Settings
 from orchestrator.spec import load_spec
 from orchestrator.style import STYLE_KEY, record_style, submit_style_score
 from orchestrator.submit import submit
-from schemas.records import FrameScore, GenerationRequest, GenerationResult, ReferenceImage, Verdict
+from schemas.records import FrameScore, GenerationRequest, ReferenceImage, Verdict
 
 torch.set_num_threads(1)
 
-FACES = Path(__file__).resolve().parents[1] / "fixtures" / "faces"
 TINY_VISION = {
     "hidden_size": 32,
     "intermediate_size": 64,
@@ -130,35 +126,11 @@ def test_style_key_cannot_be_a_character_id() -> None:
         Character(id=STYLE_KEY, references=["a.jpg"])
 
 
-class StyleGenerator(GeneratorWorker):
+class StyleGenerator(PhotoGenerator):
     """Returns the style image for prompts containing "copy the style", a face otherwise."""
 
-    faces = str(FACES)
-
-    def __init__(self, backend: str, model: str, options: dict[str, Any] | None = None) -> None:
-        self.backend = backend
-        self.model = model
-
-    def info(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "node": socket.gethostname(), "device": "cpu", "scorable": True}
-
-    def generate(self, request: GenerationRequest) -> GenerationResult:
-        name = "flower.jpg" if "copy the style" in request.prompt else "ardern_2022.jpg"
-        image = Image.open(Path(self.faces) / name).convert("RGB")
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return GenerationResult(
-            frame_key=request.frame_key,
-            attempt=request.attempt,
-            png=buffer.getvalue(),
-            width=image.width,
-            height=image.height,
-            seconds=0.0,
-            node=socket.gethostname(),
-            device="cpu",
-            backend=request.backend,
-            model=request.model,
-        )
+    def image(self, request: GenerationRequest) -> Image.Image:
+        return self.photo("flower.jpg" if "copy the style" in request.prompt else "ardern_2022.jpg")
 
 
 # Ray workers cannot import this test module, so its classes travel by value.
@@ -190,20 +162,12 @@ def test_run_records_style_similarity_per_frame(
     settings = Settings(home=tmp_path / "home")
     backends = open_backends(settings)
     run_id = submit(backends.catalog, backends.store, load_spec(spec))
-    lines: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
-    runner_logger = logging.getLogger("orchestrator")
-    runner_logger.addHandler(handler)
-    previous = runner_logger.level
-    runner_logger.setLevel(logging.INFO)
     runner = Runner(settings, backends.catalog, backends.store, generator_cls=StyleGenerator)
-    try:
-        runner.run(run_id)
-    finally:
-        runner.shutdown()
-        runner_logger.removeHandler(handler)
-        runner_logger.setLevel(previous)
+    with captured_messages() as lines:
+        try:
+            runner.run(run_id)
+        finally:
+            runner.shutdown()
 
     frames = {f.key: f.scene_id for f in backends.catalog.list_frames(run_id)}
     styles = {}
