@@ -39,6 +39,50 @@ APP_NAME = "onmodel"
 MAX_ONGOING_REQUESTS = 32
 # Seconds to wait for the run manager to mark its runs interrupted on shutdown.
 STOP_TIMEOUT_S = 30.0
+# Address prefix that a Ray Serve replica (Ray 2.60) passes when it binds its
+# internal gRPC server: every interface, on a port the system picks.
+ANY_ADDRESS_PREFIX = "[::]:"
+LOOPBACK = "127.0.0.1"
+
+
+def keep_replica_grpc_on_loopback() -> bool:
+    """Bind this Serve replica's internal gRPC server to 127.0.0.1 when Ray runs on loopback.
+
+    A replica opens a gRPC server for calls between deployments on every
+    interface, whatever address the Ray node has, so a service that is meant
+    to stay on loopback would still accept connections from the network.
+    This wraps Ray's helper that binds the port, and must run in the replica
+    before the replica finishes initializing, that is, in the ingress's
+    constructor. Returns True when the bind was changed. On a Ray node with
+    a network address nothing is changed: proxies on other nodes need the
+    port there.
+    NOTE: this relies on a private Ray function. If a Ray upgrade removes it,
+    the service logs a warning and the port listens on every interface again.
+    """
+    import ray
+    from ray.serve._private import replica
+
+    if ray.util.get_node_ip_address() != LOOPBACK:
+        return False
+    bind = getattr(replica, "add_port_to_grpc_server", None)
+    if bind is None:
+        logger.warning(
+            "ray.serve._private.replica.add_port_to_grpc_server not found in this Ray "
+            "version; the Serve replica's internal gRPC port may listen on every interface, "
+            "so keep this host's network private"
+        )
+        return False
+    if getattr(bind, "onmodel_loopback", False):
+        return True
+
+    def bind_on_loopback(server: Any, address: str) -> Any:
+        if address.startswith(ANY_ADDRESS_PREFIX):
+            address = f"{LOOPBACK}:{address.removeprefix(ANY_ADDRESS_PREFIX)}"
+        return bind(server, address)
+
+    bind_on_loopback.onmodel_loopback = True  # type: ignore[attr-defined]
+    replica.add_port_to_grpc_server = bind_on_loopback
+    return True
 
 
 @serve.ingress()
@@ -46,6 +90,7 @@ class ApiIngress:
     """The Serve replica: opens the catalog and store, then serves `create_app`."""
 
     def __init__(self, settings: Settings, manager: Any) -> None:
+        keep_replica_grpc_on_loopback()
         self._state = ServiceState.open(settings, ActorLauncher(manager))
 
     def __serve_build_asgi_app__(self) -> FastAPI:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import ipaddress
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from typing import Any
 
 import boto3
 import httpx
+import psutil
 import pytest
 import yaml
 from PIL import Image
@@ -180,7 +182,29 @@ def check_image(data: bytes, asset: dict[str, Any]) -> None:
     assert hashlib.sha256(data).hexdigest() == asset["sha256"]
 
 
-@pytest.mark.slow
+def is_loopback(address: str) -> bool:
+    """Return whether an address is loopback, including IPv4 loopback mapped into IPv6."""
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool((mapped or ip).is_loopback)
+
+
+def listening_sockets(pid: int) -> set[tuple[str, int, str]]:
+    """Return (address, port, process name) of every listening TCP socket of a process tree."""
+    root = psutil.Process(pid)
+    found = set()
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            connections = process.net_connections(kind="inet")
+            name = process.name()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for connection in connections:
+            if connection.status == psutil.CONN_LISTEN:
+                found.add((connection.laddr.ip, connection.laddr.port, name))
+    return found
+
+
 def orphaned_run(home: Path) -> str:
     """Store a one-frame run left `running` by a driver process that has exited."""
     document = yaml.safe_load(small_example())
@@ -199,6 +223,7 @@ def orphaned_run(home: Path) -> str:
     return run_id
 
 
+@pytest.mark.slow
 def test_serve_sqlite_and_local_folder(
     serve: Any, service_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -220,6 +245,11 @@ def test_serve_sqlite_and_local_folder(
     resumed = service.wait_for_run(orphan)
     assert resumed["state"] == "completed", service.logs()
     assert resumed["accepted"] == 1
+    # The service, its local Ray and the Serve replicas listen on loopback only.
+    sockets = listening_sockets(service.process.pid)
+    assert ("127.0.0.1", service.port) in {(address, port) for address, port, _ in sockets}
+    exposed = sorted(item for item in sockets if not is_loopback(item[0]))
+    assert exposed == []
     assert service.stop() == 0
     assert "service stopped" in service.stdout.read_text()
     assert (tmp_path / "home" / "catalog.db").is_file()
