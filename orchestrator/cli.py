@@ -25,6 +25,7 @@ from orchestrator.app_state import open_backends  # noqa: E402
 from orchestrator.output import user_errors  # noqa: E402
 from orchestrator.settings import load_settings  # noqa: E402
 from schemas.records import RunState  # noqa: E402
+from storage.catalog import Catalog  # noqa: E402
 
 app = typer.Typer(
     name="onmodel",
@@ -213,8 +214,14 @@ def runs_cancel(
 @user_errors
 def db_upgrade() -> None:
     """Apply catalog migrations up to the newest schema."""
-    backends = open_backends()
-    output.line(f"catalog at {output.redact_url(backends.settings.catalog_url)} is up to date")
+    url = load_settings().catalog_url
+    with Catalog(url) as catalog:
+        before, after = catalog.upgrade()
+    where = f"catalog at {output.redact_url(url)}"
+    if before == after:
+        output.line(f"{where} is up to date (schema {after})")
+    else:
+        output.line(f"{where} upgraded from schema {before or '(empty)'} to {after}")
 
 
 # Feature modules that add their own commands: each defines `register(app)`.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import sys
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -18,7 +20,19 @@ from schemas.catalog import AssetRow, FrameRow
 from schemas.records import FrameState, RunSummary, Verdict
 from storage.objects import ObjectStore
 
-stdout = Console(highlight=False, soft_wrap=True)
+# Width of tables written to a pipe or a file. Rich would use 80 columns
+# there, which squeezes an asset table's ids and prompts into unreadable
+# columns. COLUMNS, when set, still wins.
+PIPE_WIDTH = 200
+
+
+def _stdout_width() -> int | None:
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return None
+    return PIPE_WIDTH
+
+
+stdout = Console(highlight=False, soft_wrap=True, width=_stdout_width())
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

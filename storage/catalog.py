@@ -142,10 +142,13 @@ class Catalog:
     def engine(self) -> Engine:
         return self._engine
 
-    def upgrade(self) -> None:
-        """Apply Alembic migrations up to head (idempotent)."""
+    def upgrade(self) -> tuple[str | None, str | None]:
+        """Apply Alembic migrations up to head (idempotent); return the revisions before and after.
+
+        None means an empty database.
+        """
         try:
-            migrate.upgrade(self._engine)
+            return migrate.upgrade(self._engine)
         except OperationalError as exc:
             raise StorageError(f"catalog {self.safe_url}: migration failed: {exc.orig}") from exc
 

@@ -46,10 +46,11 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply migrations up to `revision` in one transaction.
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Apply migrations up to `revision` in one transaction; return the revisions before and after.
 
-    A database that is already at `revision` is left unchanged.
+    A database that is already at `revision` is left unchanged. None means
+    an empty database.
     """
     config = alembic_config()
     with engine.begin() as connection:
@@ -65,6 +66,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         after = MigrationContext.configure(connection).get_current_revision()
     if before != after:
         logger.info("catalog schema upgraded from %s to %s", before or "empty", after)
+    return before, after
 
 
 def schema_differences(engine: Engine) -> list[Any]:

@@ -48,6 +48,22 @@ def test_list_json_has_paths(seeded: list[SeededAsset]) -> None:
     assert Path(listed[0]["path"]).read_bytes() == seeded[-1].png
 
 
+def test_piped_table_shows_full_ids(
+    seeded: list[SeededAsset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CliRunner's output is not a terminal, as with `onmodel assets list | less`.
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+    code, out, _ = onmodel("assets", "list")
+
+    assert code == 0
+    for header in ("asset", "scene", "variant", "attempt", "state", "verdict", "score", "seed"):
+        assert header in out
+    for asset in seeded:
+        assert asset.id in out
+        assert asset.verdict.value in out
+
+
 def test_list_filters_mirror_query_parameters(seeded: list[SeededAsset]) -> None:
     def listed(*options: str) -> set[str]:
         code, out, err = onmodel("assets", "list", "--json", *options)

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from typer.testing import CliRunner
 
+from orchestrator.cli import app
 from schemas.records import AttemptState, FrameState, FrameTask
 from storage import migrate
 from storage.catalog import Catalog
@@ -210,3 +212,20 @@ def test_in_memory_catalog_migrates(url: str) -> None:
     with Catalog(url) as catalog:
         catalog.upgrade()
         assert migrate.schema_differences(catalog.engine) == []
+
+
+def test_db_upgrade_command_reports_change(
+    catalog_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ONMODEL_DATABASE_URL", catalog_url)
+
+    first = CliRunner().invoke(app, ["db", "upgrade"])
+    second = CliRunner().invoke(app, ["db", "upgrade"])
+
+    head = migrate.head_revision()
+    assert first.exit_code == 0, first.output
+    assert f"upgraded from schema (empty) to {head}" in first.stdout
+    assert second.exit_code == 0, second.output
+    assert f"is up to date (schema {head})" in second.stdout
+    with Catalog(catalog_url) as catalog:
+        assert migrate.current_revision(catalog.engine) == head
