@@ -21,8 +21,8 @@ from schemas.records import FrameState, RunSummary, Verdict
 from storage.objects import ObjectStore
 
 # Width of tables written to a pipe or a file. Rich would use 80 columns
-# there, which squeezes an asset table's ids and prompts into unreadable
-# columns. COLUMNS, when set, still wins.
+# there, which cuts every column of an asset table but the id to one or two
+# characters. COLUMNS, when set, still wins.
 PIPE_WIDTH = 200
 
 
