@@ -24,6 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from orchestrator.submit import ORIGIN_OPTION
 from schemas.catalog import RunRow
 from schemas.errors import OnModelError
 from schemas.records import RunState
@@ -150,8 +151,7 @@ def resume_interrupted(
     The HTTP service calls this on start. It blocks until the runs finish,
     so a service calls it from a background thread.
     """
-    if policy not in POLICIES:
-        raise ValueError(f"policy: {policy!r} is invalid; use one of: {', '.join(POLICIES)}")
+    _check_policy(policy)
     catalog = backends.catalog
     orphans = find_orphaned_runs(catalog)
     if not orphans:
@@ -169,14 +169,25 @@ def resume_interrupted(
             )
         return [run.id for run in orphans]
     if policy == "fail":
-        return [run.id for run in orphans if _fail_orphan(catalog, run)]
+        failed = []
+        for run in orphans:
+            error = (
+                f"driver {run.driver or '(none)'} stopped; "
+                f"continue the run with `onmodel resume {run.id}`"
+            )
+            if _mark_failed(catalog, run, error):
+                failed.append(run.id)
+        return failed
     return _resume_all(orphans, runner_factory)
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in POLICIES:
+        raise ValueError(f"policy: {policy!r} is invalid; use one of: {', '.join(POLICIES)}")
 
 
 def find_unstarted_runs(catalog: Catalog, origin: str) -> list[RunRow]:
     """Return the runs that `origin` submitted and no driver has started, oldest first."""
-    from orchestrator.submit import ORIGIN_OPTION
-
     return [
         run
         for run in catalog.list_runs_in_states([RunState.PENDING])
@@ -198,8 +209,7 @@ def restart_unstarted(
     starts it, and `leave` only logs it. Runs are claimed atomically when
     they start, so a run that another process takes first runs only once.
     """
-    if policy not in POLICIES:
-        raise ValueError(f"policy: {policy!r} is invalid; use one of: {', '.join(POLICIES)}")
+    _check_policy(policy)
     runs = find_unstarted_runs(catalog, origin)
     if not runs:
         return []
@@ -215,7 +225,11 @@ def restart_unstarted(
         if policy == "leave":
             logger.warning("run=%s left pending; start it with `onmodel resume %s`", run.id, run.id)
         elif policy == "fail":
-            if not _fail_unstarted(catalog, run, origin):
+            error = (
+                f"the {origin} stopped before the run started; "
+                f"start it with `onmodel resume {run.id}`"
+            )
+            if not _mark_failed(catalog, run, error):
                 continue
         else:
             start(run.id)
@@ -224,22 +238,8 @@ def restart_unstarted(
     return handled
 
 
-def _fail_unstarted(catalog: Catalog, run: RunRow, origin: str) -> bool:
-    error = f"the {origin} stopped before the run started; start it with `onmodel resume {run.id}`"
-    failed = catalog.set_run_state_if(
-        run.id, RunState.FAILED, expected_state=RunState.PENDING, expected_driver=None, error=error
-    )
-    if not failed:
-        logger.info("run=%s started meanwhile; left to its driver", run.id)
-        return False
-    logger.warning("run=%s marked failed: %s", run.id, error)
-    return True
-
-
-def _fail_orphan(catalog: Catalog, run: RunRow) -> bool:
-    error = (
-        f"driver {run.driver or '(none)'} stopped; continue the run with `onmodel resume {run.id}`"
-    )
+def _mark_failed(catalog: Catalog, run: RunRow, error: str) -> bool:
+    """Mark a run failed if its state and driver are still those in `run`; return whether it was."""
     failed = catalog.set_run_state_if(
         run.id, RunState.FAILED, expected_state=run.state, expected_driver=run.driver, error=error
     )
