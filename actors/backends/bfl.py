@@ -281,37 +281,28 @@ class BflBackend:
         return body
 
     def _submit(self, body: dict[str, Any], label: str, deadline: float) -> tuple[str, str]:
-        while True:
-            response = self._call("POST", self._submit_url, label, json=body)
-            if response.status_code == 429:
-                self._wait_after_429(response, label, deadline)
-                continue
-            if response.status_code != 200:
-                raise GenerationError(
-                    f"{label}: BFL rejected the task with HTTP {response.status_code}: "
-                    f"{_body_excerpt(response)}{self._status_hint(response.status_code)}"
-                )
-            reply = self._json(response, label)
-            task_id = reply.get("id")
-            if not isinstance(task_id, str) or not task_id:
-                raise GenerationError(
-                    f"{label}: BFL reply has no task id: {_body_excerpt(response)}"
-                )
-            polling_url = reply.get("polling_url") or f"{self.base_url}/v1/get_result?id={task_id}"
-            if not _same_site(polling_url, self.base_url):
-                raise GenerationError(
-                    f"{label}: polling_url host {_host(polling_url)!r} is not under the API host "
-                    f"{_host(self.base_url)!r}; the API key is not sent there"
-                )
-            logger.debug("%s: submitted task %s", label, task_id)
-            return task_id, polling_url
+        response = self._call_past_429("POST", self._submit_url, label, deadline, json=body)
+        if response.status_code != 200:
+            raise GenerationError(
+                f"{label}: BFL rejected the task with HTTP {response.status_code}: "
+                f"{_body_excerpt(response)}{self._status_hint(response.status_code)}"
+            )
+        reply = self._json(response, label)
+        task_id = reply.get("id")
+        if not isinstance(task_id, str) or not task_id:
+            raise GenerationError(f"{label}: BFL reply has no task id: {_body_excerpt(response)}")
+        polling_url = reply.get("polling_url") or f"{self.base_url}/v1/get_result?id={task_id}"
+        if not _same_site(polling_url, self.base_url):
+            raise GenerationError(
+                f"{label}: polling_url host {_host(polling_url)!r} is not under the API host "
+                f"{_host(self.base_url)!r}; the API key is not sent there"
+            )
+        logger.debug("%s: submitted task %s", label, task_id)
+        return task_id, polling_url
 
     def _poll(self, task_id: str, polling_url: str, label: str, deadline: float) -> str:
         while True:
-            response = self._call("GET", polling_url, label)
-            if response.status_code == 429:
-                self._wait_after_429(response, label, deadline)
-                continue
+            response = self._call_past_429("GET", polling_url, label, deadline)
             if response.status_code != 200:
                 raise GenerationError(
                     f"{label}: polling task {task_id} failed with HTTP {response.status_code}: "
@@ -391,12 +382,25 @@ class BflBackend:
             )
         return reply
 
-    def _wait_after_429(self, response: httpx.Response, label: str, deadline: float) -> None:
-        wait = _retry_after(response)
-        logger.warning(
-            "%s: BFL returned HTTP 429 (too many active tasks); retrying in %.1f s", label, wait
-        )
-        self._sleep(wait, label, deadline, "rate limited (HTTP 429)")
+    def _call_past_429(
+        self,
+        method: str,
+        url: str,
+        label: str,
+        deadline: float,
+        *,
+        json: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """Send a request again after each HTTP 429 (too many active tasks), until the deadline."""
+        while True:
+            response = self._call(method, url, label, json=json)
+            if response.status_code != 429:
+                return response
+            wait = _retry_after(response)
+            logger.warning(
+                "%s: BFL returned HTTP 429 (too many active tasks); retrying in %.1f s", label, wait
+            )
+            self._sleep(wait, label, deadline, "rate limited (HTTP 429)")
 
     def _sleep(self, seconds: float, label: str, deadline: float, state: str) -> None:
         if time.monotonic() + seconds > deadline:
