@@ -93,9 +93,10 @@ def _create_sqlite_engine(url: URL) -> Engine:
 def _enable_wal(cursor: Any) -> None:
     """Switch the connection's database file to WAL mode."""
     # Connections that switch a new file to WAL at the same moment can deadlock
-    # on their shared locks. SQLite then fails one at once with "database is
-    # locked" and skips the busy handler (see sqlite3_busy_handler), so the
-    # switch is retried until the busy timeout has passed.
+    # on their locks. SQLite then fails one at once with "database is locked"
+    # instead of calling the busy handler, when waiting could deadlock
+    # (https://sqlite.org/c3ref/busy_handler.html). So the switch is retried
+    # until the busy timeout has passed.
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
     delay = 0.005
     while True:
